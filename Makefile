@@ -1,0 +1,34 @@
+# onnxplain: `make serve` runs the service on the embedded demo model; `make test` passes the tests.
+# Both create (or reuse) the virtual environment in .venv and install the two distributions into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 50051
+
+.PHONY: install serve test lint proto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml client/pyproject.toml server/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e client -e server --group test
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/onnxplain serve --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""onnxplain client: explain ONNX image classifiers served by onnxplain, from blocking or asyncio code.
+
+from onnxplain.client import Client, TopK
+
+with Client("localhost:50051") as client:
+    prediction = client.predict("resnet18", "cat.jpg")
+    explanation = client.explain("resnet18", "cat.jpg", method="occlusion", target=TopK(3), window=(16, 16))
+    explanation.attribution  # (3, H, W) float32
+"""
+
+from onnxplain.client.aio import AsyncClient
+from onnxplain.client.calls import AttributionShapeName, ScoreSpaceName
+from onnxplain.client.catalog import (
+    Layout,
+    MethodFamily,
+    MethodInfo,
+    MethodSupport,
+    ModelMetadata,
+    ModelState,
+    ModelStatus,
+    OutputKind,
+    ParameterSpec,
+    TensorInfo,
+)
+from onnxplain.client.channel import MAX_MESSAGE_BYTES
+from onnxplain.client.errors import OnnxplainError
+from onnxplain.client.images import ImageLike, ImagesLike
+from onnxplain.client.parameters import ParameterValue
+from onnxplain.client.responses import StreamEvent
+from onnxplain.client.results import ClassScore, Cost, Explanation, Geometry, PartialMap, Prediction, Progress
+from onnxplain.client.sync import Client
+from onnxplain.client.targets import TargetLike, TargetsLike, TopK
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "AsyncClient",
+    "AttributionShapeName",
+    "ClassScore",
+    "Client",
+    "Cost",
+    "Explanation",
+    "Geometry",
+    "ImageLike",
+    "ImagesLike",
+    "Layout",
+    "MethodFamily",
+    "MethodInfo",
+    "MethodSupport",
+    "ModelMetadata",
+    "ModelState",
+    "ModelStatus",
+    "OnnxplainError",
+    "OutputKind",
+    "ParameterSpec",
+    "ParameterValue",
+    "PartialMap",
+    "Prediction",
+    "Progress",
+    "ScoreSpaceName",
+    "StreamEvent",
+    "TargetLike",
+    "TargetsLike",
+    "TensorInfo",
+    "TopK",
+]

@@ -1,0 +1,151 @@
+"""What each RPC sends and how its answer is read: all the logic Client and AsyncClient share.
+
+A Call names the stub method, carries the request, and parses each response message, so the two clients differ
+only in how they invoke the stub (blocking or awaited).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from google.protobuf.message import Message
+
+from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
+from onnxplain.client.images import ImagesLike, to_images
+from onnxplain.client.parameters import to_parameters
+from onnxplain.client.responses import (
+    StreamEvent,
+    parse_explain_response,
+    parse_metadata,
+    parse_method_info,
+    parse_model_status,
+    parse_predict_response,
+    parse_stream_event,
+)
+from onnxplain.client.results import Explanation, Prediction
+from onnxplain.client.targets import TargetsLike, keeps_target_axis, to_targets
+from onnxplain.v1 import explain_service_pb2 as pb
+
+R = TypeVar("R")
+
+AttributionShapeName: TypeAlias = Literal["spatial", "input"]
+ScoreSpaceName: TypeAlias = Literal["raw", "probability"]
+
+_ATTRIBUTION_SHAPES = {"spatial": pb.ATTRIBUTION_SHAPE_SPATIAL, "input": pb.ATTRIBUTION_SHAPE_INPUT}
+_SCORE_SPACES = {"raw": pb.SCORE_SPACE_RAW, "probability": pb.SCORE_SPACE_PROBABILITY}
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    rpc: str
+    """Name of the ExplainServiceStub attribute to invoke."""
+    request: Message
+    parse: Callable[[Any], R]
+    """Reads one response message (for a stream: one event, None for events to skip)."""
+
+
+def predict(model: str, images: ImagesLike, *, version: str, top_k: int) -> Call[Prediction | list[Prediction]]:
+    messages, single = to_images(images)
+    request = pb.PredictRequest(model_name=model, model_version=version, images=messages, top_k=top_k)
+    return Call("Predict", request, partial(parse_predict_response, single=single))
+
+
+@dataclass(frozen=True)
+class ExplainArgs:
+    """The arguments explain and explain_stream share, so both clients forward them without re-listing them."""
+
+    model: str
+    images: ImagesLike
+    method: str
+    target: TargetsLike
+    version: str
+    attribution_shape: AttributionShapeName
+    score_space: ScoreSpaceName
+    overlay: bool
+    colormap: str | None
+    params: Mapping[str, object]
+
+
+def explain(args: ExplainArgs) -> Call[Explanation | list[Explanation]]:
+    request, single = build_explain_request(args)
+    parse = partial(parse_explain_response, single=single, keep_target_axis=keeps_target_axis(args.target))
+    return Call("Explain", request, parse)
+
+
+def explain_stream(args: ExplainArgs) -> Call[StreamEvent | None]:
+    request, single = build_explain_request(args)
+    parse = partial(parse_stream_event, single=single, keep_target_axis=keeps_target_axis(args.target))
+    return Call("ExplainStream", pb.ExplainStreamRequest(request=request), parse)
+
+
+def build_explain_request(args: ExplainArgs) -> tuple[pb.ExplainRequest, bool]:
+    """The request, and whether a single image was passed (the caller then gets a single Explanation)."""
+    messages, single = to_images(args.images)
+    request = pb.ExplainRequest(
+        model_name=args.model,
+        model_version=args.version,
+        images=messages,
+        method=args.method,
+        parameters=to_parameters(args.params),
+        targets=to_targets(args.target),
+        attribution_shape=_choose(_ATTRIBUTION_SHAPES, args.attribution_shape, "attribution_shape"),
+        score_space=_choose(_SCORE_SPACES, args.score_space, "score_space"),
+    )
+    # Naming a colormap only makes sense for an overlay, so it asks for one.
+    if args.overlay or args.colormap:
+        request.render.CopyFrom(pb.RenderOptions(overlay_png=True, colormap=args.colormap or ""))
+    return request, single
+
+
+def list_methods() -> Call[list[MethodInfo]]:
+    return Call("ListMethods", pb.ListMethodsRequest(), _parse_methods)
+
+
+def list_models() -> Call[list[ModelStatus]]:
+    return Call("ListModels", pb.ListModelsRequest(), _parse_models)
+
+
+def model_metadata(model: str, version: str) -> Call[ModelMetadata]:
+    request = pb.GetModelMetadataRequest(model_name=model, model_version=version)
+    return Call("GetModelMetadata", request, _parse_metadata)
+
+
+def load_model(model: str, version: str) -> Call[ModelStatus]:
+    return Call("LoadModel", pb.LoadModelRequest(model_name=model, model_version=version), _parse_status)
+
+
+def unload_model(model: str, version: str) -> Call[list[ModelStatus]]:
+    return Call("UnloadModel", pb.UnloadModelRequest(model_name=model, model_version=version), _parse_statuses)
+
+
+def reload_model(model: str, version: str) -> Call[ModelStatus]:
+    return Call("ReloadModel", pb.ReloadModelRequest(model_name=model, model_version=version), _parse_status)
+
+
+def _parse_methods(response: pb.ListMethodsResponse) -> list[MethodInfo]:
+    return [parse_method_info(method) for method in response.methods]
+
+
+def _parse_models(response: pb.ListModelsResponse) -> list[ModelStatus]:
+    return [parse_model_status(status) for status in response.models]
+
+
+def _parse_metadata(response: pb.GetModelMetadataResponse) -> ModelMetadata:
+    return parse_metadata(response.metadata)
+
+
+def _parse_status(response: pb.LoadModelResponse | pb.ReloadModelResponse) -> ModelStatus:
+    return parse_model_status(response.status)
+
+
+def _parse_statuses(response: pb.UnloadModelResponse) -> list[ModelStatus]:
+    return [parse_model_status(status) for status in response.statuses]
+
+
+def _choose(choices: Mapping[str, int], name: str, argument: str) -> Any:
+    if name not in choices:
+        raise ValueError(f"{argument} must be one of {', '.join(map(repr, choices))}, got {name!r}")
+    return choices[name]

@@ -1,0 +1,73 @@
+"""What the client commands share: connection options, the model options, and plain-text tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from onnxplain.client.catalog import ModelStatus
+from onnxplain.client.channel import DEFAULT_TARGET
+from onnxplain.client.sync import Client
+
+SERVER_ENVIRONMENT_VARIABLE = "ONNXPLAIN_SERVER"
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """A parent parser (argparse `parents=`) so every client command takes the same connection flags."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=os.environ.get(SERVER_ENVIRONMENT_VARIABLE) or DEFAULT_TARGET,
+        help=f"server address (default: ${SERVER_ENVIRONMENT_VARIABLE} or {DEFAULT_TARGET})",
+    )
+    group.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="deadline of each call")
+    group.add_argument("--ca-file", type=Path, metavar="PEM", help="root certificates: connect with TLS")
+    group.add_argument("--cert-file", type=Path, metavar="PEM", help="client certificate chain for mutual TLS")
+    group.add_argument("--key-file", type=Path, metavar="PEM", help="client private key for mutual TLS")
+    return parent
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="NAME", help="model name")
+    parser.add_argument("--version", default="", metavar="V", help="model version (default: the latest ready one)")
+
+
+def connect(args: argparse.Namespace) -> Client:
+    return Client(
+        args.server,
+        timeout=args.timeout,
+        root_certificates=_read(args.ca_file),
+        certificate_chain=_read(args.cert_file),
+        private_key=_read(args.key_file),
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns two spaces apart, trailing spaces trimmed."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_statuses(statuses: Sequence[ModelStatus]) -> str:
+    rows = [(status.name, status.version, status.state, status.reason) for status in statuses]
+    return format_table(("NAME", "VERSION", "STATE", "REASON"), rows)
+
+
+def _read(path: Path | None) -> bytes | None:
+    return None if path is None else path.read_bytes()

@@ -1,0 +1,144 @@
+"""`onnxplain explain`: attribution maps of images, saved as .npy plus the server-rendered PNG overlays."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxplain.client.cli.arguments import parse_param, parse_target, targets_argument
+from onnxplain.client.cli.common import add_model_options, connect, connection_options
+from onnxplain.client.results import Explanation, Progress
+from onnxplain.client.sync import Client
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "explain",
+        parents=[connection_options()],
+        help="explain images: save attribution maps and overlays",
+        description="Explain each image: write <stem>.<method>.npy (the maps) and <stem>.<method>.png (overlay; "
+        "with several targets one <stem>.<method>.t<class>.png per target) into OUTDIR.",
+    )
+    add_model_options(parser)
+    parser.add_argument("--method", required=True, metavar="M", help="attribution method (`onnxplain methods`)")
+    parser.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        type=parse_target,
+        metavar="T",
+        help="class index, label, or topK like top3; repeatable (default: the top-1 class)",
+    )
+    parser.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="method parameter, e.g. window=8,8 steps=32 abs=true; repeatable",
+    )
+    parser.add_argument(
+        "--score-space",
+        choices=("raw", "probability"),
+        default="raw",
+        help="explain raw outputs or softmax probabilities (default: raw)",
+    )
+    parser.add_argument(
+        "--attribution-shape",
+        choices=("spatial", "input"),
+        default="spatial",
+        help="maps as (H, W) or in the model's input shape (default: spatial)",
+    )
+    parser.add_argument("--colormap", metavar="NAME", help="overlay colormap, e.g. jet, inferno, viridis")
+    parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="skip the PNG overlays")
+    parser.add_argument("--progress", action="store_true", help="stream and show progress on stderr")
+    parser.add_argument("-o", "--output-dir", type=Path, required=True, metavar="OUTDIR")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, WebP)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    reserved = sorted(set(dict(args.params)) & _explain_keywords())
+    if reserved:
+        print(f"error: --param cannot set {', '.join(reserved)}: use the options of the same name", file=sys.stderr)
+        return 2
+    clashes = sorted(stem for stem, count in Counter(Path(image).stem for image in args.images).items() if count > 1)
+    if clashes:
+        print(f"error: several images named {', '.join(clashes)} would overwrite each other's outputs", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    with connect(args) as client:
+        # One request per image: each gets its own cost line, and a bad file does not sink the others' results.
+        for image in args.images:
+            explanation = _explain(client, image, args)
+            written = save_explanation(explanation, args.output_dir, Path(image).stem)
+            print(summarize(image, explanation, written[0]))
+    return 0
+
+
+def _explain_keywords() -> set[str]:
+    """Parameter names that would collide with Client.explain's own keyword arguments."""
+    signature = inspect.signature(Client.explain)
+    return {name for name, parameter in signature.parameters.items() if parameter.kind is parameter.KEYWORD_ONLY}
+
+
+def _explain(client: Client, image: str, args: argparse.Namespace) -> Explanation:
+    options: dict[str, Any] = {
+        "method": args.method,
+        "target": targets_argument(args.targets),
+        "version": args.version,
+        "attribution_shape": args.attribution_shape,
+        "score_space": args.score_space,
+        "overlay": args.overlay,
+        "colormap": args.colormap if args.overlay else None,
+        **dict(args.params),
+    }
+    if not args.progress:
+        return client.explain(args.model, image, **options)
+    result = None
+    for event in client.explain_stream(args.model, image, **options):
+        if isinstance(event, Progress):
+            print(
+                f"\r{image}: {event.passes_done}/{event.passes_total} passes, {event.elapsed_seconds:.1f}s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif isinstance(event, Explanation):
+            result = event
+    print(file=sys.stderr)
+    if result is None:
+        raise ValueError(f"{image}: the stream ended without a result")
+    return result
+
+
+def save_explanation(explanation: Explanation, output_dir: Path, stem: str) -> list[Path]:
+    """Writes the maps and overlays; returns the paths written, the .npy first."""
+    base = f"{stem}.{explanation.method}"
+    maps_path = output_dir / f"{base}.npy"
+    np.save(maps_path, explanation.attribution)
+    written = [maps_path]
+    several = len(explanation.targets) > 1
+    for class_index, overlay in zip(explanation.targets, explanation.overlays, strict=False):
+        overlay_path = output_dir / (f"{base}.t{class_index}.png" if several else f"{base}.png")
+        overlay_path.write_bytes(overlay)
+        written.append(overlay_path)
+    return written
+
+
+def summarize(image: str, explanation: Explanation, maps_path: Path) -> str:
+    targets = ", ".join(
+        f"{index} ({label})" if label else str(index)
+        for index, label in zip(explanation.targets, explanation.labels, strict=True)
+    )
+    cost = explanation.cost
+    passes = f"{cost.forward_passes} forward" + (f" + {cost.backward_passes} backward" if cost.backward_passes else "")
+    seconds = f"{cost.elapsed_seconds:.2f}s"
+    return f"{image}: {explanation.method} targets {targets}; {passes} passes, {seconds} -> {maps_path}"

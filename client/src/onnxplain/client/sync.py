@@ -1,0 +1,219 @@
+"""Blocking client: a thin wrapper that sends the shared Calls through a grpc.Channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+import grpc
+
+from onnxplain.client import calls
+from onnxplain.client.calls import AttributionShapeName, Call, ExplainArgs, ScoreSpaceName
+from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
+from onnxplain.client.channel import DEFAULT_TARGET, ChannelOptions, channel_credentials, channel_options
+from onnxplain.client.errors import translating_rpc_errors
+from onnxplain.client.images import ImageLike, ImagesLike
+from onnxplain.client.parameters import ParameterValue
+from onnxplain.client.responses import StreamEvent
+from onnxplain.client.results import Explanation, Prediction
+from onnxplain.client.targets import TargetsLike
+from onnxplain.v1.explain_service_pb2_grpc import ExplainServiceStub
+
+R = TypeVar("R")
+
+
+class Client:
+    """Blocking onnxplain client. Every failure raises OnnxplainError.
+
+    One image in gives one result back; a list or tuple of images gives a list. `timeout` (seconds) is the default
+    deadline of every call; each method's own `timeout` overrides it. Insecure unless certificates are given.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = None,
+        options: ChannelOptions | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        credentials = channel_credentials(root_certificates, private_key, certificate_chain)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=channel_options(options))
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options(options))
+        self._stub = ExplainServiceStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @overload
+    def predict(
+        self, model: str, images: ImageLike, *, version: str = ..., top_k: int = ..., timeout: float | None = ...
+    ) -> Prediction: ...
+    @overload
+    def predict(
+        self,
+        model: str,
+        images: list[ImageLike] | tuple[ImageLike, ...],
+        *,
+        version: str = ...,
+        top_k: int = ...,
+        timeout: float | None = ...,
+    ) -> list[Prediction]: ...
+    def predict(
+        self, model: str, images: ImagesLike, *, version: str = "", top_k: int = 5, timeout: float | None = None
+    ) -> Prediction | list[Prediction]:
+        """Model scores and the top_k classes of each image; version "" is the latest ready one."""
+        return self._call(calls.predict(model, images, version=version, top_k=top_k), timeout)
+
+    @overload
+    def explain(
+        self,
+        model: str,
+        images: ImageLike,
+        *,
+        method: str = ...,
+        target: TargetsLike = ...,
+        version: str = ...,
+        attribution_shape: AttributionShapeName = ...,
+        score_space: ScoreSpaceName = ...,
+        overlay: bool = ...,
+        colormap: str | None = ...,
+        timeout: float | None = ...,
+        **params: ParameterValue,
+    ) -> Explanation: ...
+    @overload
+    def explain(
+        self,
+        model: str,
+        images: list[ImageLike] | tuple[ImageLike, ...],
+        *,
+        method: str = ...,
+        target: TargetsLike = ...,
+        version: str = ...,
+        attribution_shape: AttributionShapeName = ...,
+        score_space: ScoreSpaceName = ...,
+        overlay: bool = ...,
+        colormap: str | None = ...,
+        timeout: float | None = ...,
+        **params: ParameterValue,
+    ) -> list[Explanation]: ...
+    def explain(
+        self,
+        model: str,
+        images: ImagesLike,
+        *,
+        method: str = "occlusion",
+        target: TargetsLike = None,
+        version: str = "",
+        attribution_shape: AttributionShapeName = "spatial",
+        score_space: ScoreSpaceName = "raw",
+        overlay: bool = False,
+        colormap: str | None = None,
+        timeout: float | None = None,
+        **params: ParameterValue,
+    ) -> Explanation | list[Explanation]:
+        """Attribution maps; `**params` are the method's parameters (see `methods()`), e.g. window=(8, 8)."""
+        args = ExplainArgs(
+            model=model,
+            images=images,
+            method=method,
+            target=target,
+            version=version,
+            attribution_shape=attribution_shape,
+            score_space=score_space,
+            overlay=overlay,
+            colormap=colormap,
+            params=params,
+        )
+        return self._call(calls.explain(args), timeout)
+
+    def explain_stream(
+        self,
+        model: str,
+        images: ImagesLike,
+        *,
+        method: str = "occlusion",
+        target: TargetsLike = None,
+        version: str = "",
+        attribution_shape: AttributionShapeName = "spatial",
+        score_space: ScoreSpaceName = "raw",
+        overlay: bool = False,
+        colormap: str | None = None,
+        timeout: float | None = None,
+        **params: ParameterValue,
+    ) -> Iterator[StreamEvent]:
+        """Like explain, yielding Progress and PartialMap events, then the result shaped as explain returns it.
+
+        Breaking out of the loop cancels the call on the server.
+        """
+        args = ExplainArgs(
+            model=model,
+            images=images,
+            method=method,
+            target=target,
+            version=version,
+            attribution_shape=attribution_shape,
+            score_space=score_space,
+            overlay=overlay,
+            colormap=colormap,
+            params=params,
+        )
+        return self._stream(calls.explain_stream(args), timeout)
+
+    def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
+        return self._call(calls.list_methods(), timeout)
+
+    def models(self, *, timeout: float | None = None) -> list[ModelStatus]:
+        return self._call(calls.list_models(), timeout)
+
+    def metadata(self, model: str, version: str = "", *, timeout: float | None = None) -> ModelMetadata:
+        return self._call(calls.model_metadata(model, version), timeout)
+
+    def load(self, model: str, version: str = "", *, timeout: float | None = None) -> ModelStatus:
+        """Loads a version ("" = latest) and returns its state once loaded or failed."""
+        return self._call(calls.load_model(model, version), timeout)
+
+    def unload(self, model: str, version: str = "", *, timeout: float | None = None) -> list[ModelStatus]:
+        """Unloads a version ("" = every version)."""
+        return self._call(calls.unload_model(model, version), timeout)
+
+    def reload(self, model: str, version: str = "", *, timeout: float | None = None) -> ModelStatus:
+        """Re-reads a model from the repository; the old session serves until the new one is ready."""
+        return self._call(calls.reload_model(model, version), timeout)
+
+    def _call(self, call: Call[R], timeout: float | None) -> R:
+        with translating_rpc_errors():
+            response = self._rpc(call.rpc)(call.request, timeout=self._deadline(timeout))
+        return call.parse(response)
+
+    def _stream(self, call: Call[StreamEvent | None], timeout: float | None) -> Iterator[StreamEvent]:
+        responses = self._rpc(call.rpc)(call.request, timeout=self._deadline(timeout))
+        try:
+            with translating_rpc_errors():
+                for response in responses:
+                    event = call.parse(response)
+                    if event is not None:
+                        yield event
+        finally:
+            responses.cancel()
+
+    def _rpc(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else timeout

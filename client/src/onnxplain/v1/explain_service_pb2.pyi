@@ -1,0 +1,344 @@
+from onnxplain.v1 import model_pb2 as _model_pb2
+from onnxplain.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AttributionShape(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTRIBUTION_SHAPE_UNSPECIFIED: _ClassVar[AttributionShape]
+    ATTRIBUTION_SHAPE_SPATIAL: _ClassVar[AttributionShape]
+    ATTRIBUTION_SHAPE_INPUT: _ClassVar[AttributionShape]
+
+class ScoreSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORE_SPACE_UNSPECIFIED: _ClassVar[ScoreSpace]
+    SCORE_SPACE_RAW: _ClassVar[ScoreSpace]
+    SCORE_SPACE_PROBABILITY: _ClassVar[ScoreSpace]
+ATTRIBUTION_SHAPE_UNSPECIFIED: AttributionShape
+ATTRIBUTION_SHAPE_SPATIAL: AttributionShape
+ATTRIBUTION_SHAPE_INPUT: AttributionShape
+SCORE_SPACE_UNSPECIFIED: ScoreSpace
+SCORE_SPACE_RAW: ScoreSpace
+SCORE_SPACE_PROBABILITY: ScoreSpace
+
+class Image(_message.Message):
+    __slots__ = ("encoded", "tensor")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    tensor: _tensor_pb2.Tensor
+    def __init__(self, encoded: _Optional[bytes] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("class_index", "label", "top_k")
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    class_index: int
+    label: str
+    top_k: int
+    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class NumberList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Parameter(_message.Message):
+    __slots__ = ("number", "integer", "flag", "text", "numbers")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    integer: int
+    flag: bool
+    text: str
+    numbers: NumberList
+    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ..., text: _Optional[str] = ..., numbers: _Optional[_Union[NumberList, _Mapping]] = ...) -> None: ...
+
+class RenderOptions(_message.Message):
+    __slots__ = ("overlay_png", "colormap", "clip_percentile", "alpha")
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    COLORMAP_FIELD_NUMBER: _ClassVar[int]
+    CLIP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    overlay_png: bool
+    colormap: str
+    clip_percentile: float
+    alpha: float
+    def __init__(self, overlay_png: _Optional[bool] = ..., colormap: _Optional[str] = ..., clip_percentile: _Optional[float] = ..., alpha: _Optional[float] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "images", "top_k")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    top_k: int
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class ClassScore(_message.Message):
+    __slots__ = ("class_index", "label", "score", "probability")
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    class_index: int
+    label: str
+    score: float
+    probability: float
+    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("scores", "top")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    scores: _tensor_pb2.Tensor
+    top: _containers.RepeatedCompositeFieldContainer[ClassScore]
+    def __init__(self, scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., top: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "predictions")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "images", "method", "parameters", "targets", "attribution_shape", "score_space", "render")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SPACE_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    method: str
+    parameters: _containers.MessageMap[str, Parameter]
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    attribution_shape: AttributionShape
+    score_space: ScoreSpace
+    render: RenderOptions
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., attribution_shape: _Optional[_Union[AttributionShape, str]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ...) -> None: ...
+
+class Geometry(_message.Message):
+    __slots__ = ("original_height", "original_width", "resized_height", "resized_width", "crop_top", "crop_left", "crop_height", "crop_width")
+    ORIGINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RESIZED_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RESIZED_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CROP_TOP_FIELD_NUMBER: _ClassVar[int]
+    CROP_LEFT_FIELD_NUMBER: _ClassVar[int]
+    CROP_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CROP_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    original_height: int
+    original_width: int
+    resized_height: int
+    resized_width: int
+    crop_top: int
+    crop_left: int
+    crop_height: int
+    crop_width: int
+    def __init__(self, original_height: _Optional[int] = ..., original_width: _Optional[int] = ..., resized_height: _Optional[int] = ..., resized_width: _Optional[int] = ..., crop_top: _Optional[int] = ..., crop_left: _Optional[int] = ..., crop_height: _Optional[int] = ..., crop_width: _Optional[int] = ...) -> None: ...
+
+class TargetAttribution(_message.Message):
+    __slots__ = ("class_index", "label", "score", "attribution", "overlay_png")
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    class_index: int
+    label: str
+    score: float
+    attribution: _tensor_pb2.Tensor
+    overlay_png: bytes
+    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+
+class ImageExplanation(_message.Message):
+    __slots__ = ("attributions", "scores", "geometry")
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    attributions: _containers.RepeatedCompositeFieldContainer[TargetAttribution]
+    scores: _tensor_pb2.Tensor
+    geometry: Geometry
+    def __init__(self, attributions: _Optional[_Iterable[_Union[TargetAttribution, _Mapping]]] = ..., scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("forward_passes", "backward_passes", "batch_size", "runs", "elapsed_seconds")
+    FORWARD_PASSES_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_PASSES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    forward_passes: int
+    backward_passes: int
+    batch_size: int
+    runs: int
+    elapsed_seconds: float
+    def __init__(self, forward_passes: _Optional[int] = ..., backward_passes: _Optional[int] = ..., batch_size: _Optional[int] = ..., runs: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "method", "explanations", "cost", "parameters", "providers")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    method: str
+    explanations: _containers.RepeatedCompositeFieldContainer[ImageExplanation]
+    cost: Cost
+    parameters: _containers.MessageMap[str, Parameter]
+    providers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., method: _Optional[str] = ..., explanations: _Optional[_Iterable[_Union[ImageExplanation, _Mapping]]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExplainStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: ExplainRequest
+    def __init__(self, request: _Optional[_Union[ExplainRequest, _Mapping]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("passes_done", "passes_total", "elapsed_seconds")
+    PASSES_DONE_FIELD_NUMBER: _ClassVar[int]
+    PASSES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    passes_done: int
+    passes_total: int
+    elapsed_seconds: float
+    def __init__(self, passes_done: _Optional[int] = ..., passes_total: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+
+class PartialAttribution(_message.Message):
+    __slots__ = ("image_index", "attribution", "progress")
+    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    image_index: int
+    attribution: TargetAttribution
+    progress: Progress
+    def __init__(self, image_index: _Optional[int] = ..., attribution: _Optional[_Union[TargetAttribution, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class ExplainStreamResponse(_message.Message):
+    __slots__ = ("progress", "partial", "result")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    progress: Progress
+    partial: PartialAttribution
+    result: ExplainResponse
+    def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., partial: _Optional[_Union[PartialAttribution, _Mapping]] = ..., result: _Optional[_Union[ExplainResponse, _Mapping]] = ...) -> None: ...
+
+class ListMethodsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMethodsResponse(_message.Message):
+    __slots__ = ("methods",)
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    methods: _containers.RepeatedCompositeFieldContainer[_model_pb2.MethodInfo]
+    def __init__(self, methods: _Optional[_Iterable[_Union[_model_pb2.MethodInfo, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[_model_pb2.ModelStatus]
+    def __init__(self, models: _Optional[_Iterable[_Union[_model_pb2.ModelStatus, _Mapping]]] = ...) -> None: ...
+
+class GetModelMetadataRequest(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class GetModelMetadataResponse(_message.Message):
+    __slots__ = ("metadata",)
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    metadata: _model_pb2.ModelMetadata
+    def __init__(self, metadata: _Optional[_Union[_model_pb2.ModelMetadata, _Mapping]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _model_pb2.ModelStatus
+    def __init__(self, status: _Optional[_Union[_model_pb2.ModelStatus, _Mapping]] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ("statuses",)
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedCompositeFieldContainer[_model_pb2.ModelStatus]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[_model_pb2.ModelStatus, _Mapping]]] = ...) -> None: ...
+
+class ReloadModelRequest(_message.Message):
+    __slots__ = ("model_name", "model_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ReloadModelResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: _model_pb2.ModelStatus
+    def __init__(self, status: _Optional[_Union[_model_pb2.ModelStatus, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,284 @@
+"""Protobuf <-> handler values. The only module that knows both; servicers stay a few lines each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxplain.server.errors import InvalidInput
+from onnxplain.server.handlers import schema
+from onnxplain.server.handlers.models import ModelDescription
+from onnxplain.server.imaging.geometry import Geometry
+from onnxplain.server.methods.base import AttributionMethod
+from onnxplain.server.repository.registry import VersionStatus
+from onnxplain.v1 import explain_service_pb2 as pb
+from onnxplain.v1 import model_pb2 as model_pb
+from onnxplain.v1 import tensor_pb2 as tensor_pb
+
+DTYPES: dict[int, np.dtype] = {
+    tensor_pb.DATA_TYPE_FLOAT32: np.dtype("<f4"),
+    tensor_pb.DATA_TYPE_FLOAT16: np.dtype("<f2"),
+    tensor_pb.DATA_TYPE_FLOAT64: np.dtype("<f8"),
+    tensor_pb.DATA_TYPE_UINT8: np.dtype("u1"),
+    tensor_pb.DATA_TYPE_INT32: np.dtype("<i4"),
+    tensor_pb.DATA_TYPE_INT64: np.dtype("<i8"),
+}
+_STATES = {
+    "unloaded": model_pb.MODEL_STATE_UNLOADED,
+    "loading": model_pb.MODEL_STATE_LOADING,
+    "ready": model_pb.MODEL_STATE_READY,
+    "unavailable": model_pb.MODEL_STATE_UNAVAILABLE,
+}
+_FAMILIES = {
+    "perturbation": model_pb.METHOD_FAMILY_PERTURBATION,
+    "gradient": model_pb.METHOD_FAMILY_GRADIENT,
+    "cam": model_pb.METHOD_FAMILY_CAM,
+    "relevance": model_pb.METHOD_FAMILY_RELEVANCE,
+    "visualization": model_pb.METHOD_FAMILY_VISUALIZATION,
+}
+_LAYOUTS = {"NCHW": model_pb.LAYOUT_NCHW, "NHWC": model_pb.LAYOUT_NHWC}
+_COLORS = {"rgb": model_pb.COLOR_ORDER_RGB, "bgr": model_pb.COLOR_ORDER_BGR, "gray": model_pb.COLOR_ORDER_GRAY}
+_OUTPUT_KINDS = {"logits": model_pb.OUTPUT_KIND_LOGITS, "probabilities": model_pb.OUTPUT_KIND_PROBABILITIES}
+_PARAM_KINDS = {
+    "int": "int",
+    "float": "float",
+    "bool": "bool",
+    "str": "string",
+    "pair": "ints",
+    "float_or_str": "float",
+}
+
+
+# ---- requests -------------------------------------------------------------------------------------------------
+
+
+def tensor_to_array(tensor: tensor_pb.Tensor) -> np.ndarray:
+    dtype = DTYPES.get(tensor.dtype)
+    if dtype is None:
+        raise InvalidInput(
+            f"tensor dtype {tensor_pb.DataType.Name(tensor.dtype)} is not supported; send DATA_TYPE_FLOAT32"
+        )
+    shape = list(tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"tensor shape {shape} has a negative dimension")
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
+    if expected != len(tensor.data):
+        raise InvalidInput(
+            f"tensor of shape {shape} and dtype {dtype.name} needs {expected} bytes, got {len(tensor.data)}"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def image_input(image: pb.Image) -> schema.ImageInput:
+    source = image.WhichOneof("source")
+    if source == "encoded":
+        return schema.ImageInput(encoded=image.encoded)
+    if source == "tensor":
+        return schema.ImageInput(tensor=tensor_to_array(image.tensor))
+    return schema.ImageInput()
+
+
+def predict_query(request: pb.PredictRequest) -> schema.PredictQuery:
+    return schema.PredictQuery(
+        model=request.model_name,
+        version=request.model_version,
+        images=[image_input(image) for image in request.images],
+        top_k=request.top_k,
+    )
+
+
+def explain_query(request: pb.ExplainRequest) -> schema.ExplainQuery:
+    return schema.ExplainQuery(
+        model=request.model_name,
+        version=request.model_version,
+        images=[image_input(image) for image in request.images],
+        method=request.method,
+        parameters={name: parameter_value(name, value) for name, value in request.parameters.items()},
+        targets=[target_query(target) for target in request.targets],
+        attribution_shape="input" if request.attribution_shape == pb.ATTRIBUTION_SHAPE_INPUT else "spatial",
+        score_space="probability" if request.score_space == pb.SCORE_SPACE_PROBABILITY else "raw",
+        render=render_query(request.render) if request.render.overlay_png else None,
+    )
+
+
+def parameter_value(name: str, parameter: pb.Parameter) -> Any:
+    kind = parameter.WhichOneof("value")
+    if kind is None:
+        raise InvalidInput(f"parameter {name!r} has no value")
+    if kind == "numbers":
+        return list(parameter.numbers.values)
+    return getattr(parameter, kind)
+
+
+def target_query(target: pb.Target) -> schema.TargetQuery:
+    kind = target.WhichOneof("kind")
+    if kind is None:
+        raise InvalidInput("a target has none of class_index, label or top_k set")
+    return schema.TargetQuery(**{kind: getattr(target, kind)})
+
+
+def render_query(render: pb.RenderOptions) -> schema.RenderQuery:
+    defaults = schema.RenderQuery()
+    return schema.RenderQuery(
+        colormap=render.colormap or defaults.colormap,
+        clip_percentile=render.clip_percentile or defaults.clip_percentile,
+        alpha=render.alpha or defaults.alpha,
+    )
+
+
+# ---- responses ------------------------------------------------------------------------------------------------
+
+
+def array_to_tensor(array: np.ndarray) -> tensor_pb.Tensor:
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return tensor_pb.Tensor(dtype=tensor_pb.DATA_TYPE_FLOAT32, shape=array.shape, data=array.tobytes())
+
+
+def parameter_message(value: Any) -> pb.Parameter:
+    if isinstance(value, bool):
+        return pb.Parameter(flag=value)
+    if isinstance(value, int):
+        return pb.Parameter(integer=value)
+    if isinstance(value, float):
+        return pb.Parameter(number=value)
+    if isinstance(value, str):
+        return pb.Parameter(text=value)
+    return pb.Parameter(numbers=pb.NumberList(values=[float(v) for v in value]))
+
+
+def predict_response(result: schema.PredictResult) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        model_name=result.model,
+        model_version=result.version,
+        predictions=[
+            pb.Prediction(
+                scores=array_to_tensor(prediction.scores),
+                top=[
+                    pb.ClassScore(class_index=s.class_index, label=s.label, score=s.score, probability=s.probability)
+                    for s in prediction.top
+                ],
+            )
+            for prediction in result.predictions
+        ],
+    )
+
+
+def target_attribution(target: schema.TargetMap) -> pb.TargetAttribution:
+    return pb.TargetAttribution(
+        class_index=target.class_index,
+        label=target.label,
+        score=target.score,
+        attribution=array_to_tensor(target.attribution),
+        overlay_png=target.overlay_png,
+    )
+
+
+def geometry_message(geometry: Geometry) -> pb.Geometry:
+    return pb.Geometry(**vars(geometry))
+
+
+def explain_response(result: schema.ExplainResult) -> pb.ExplainResponse:
+    return pb.ExplainResponse(
+        model_name=result.model,
+        model_version=result.version,
+        method=result.method,
+        explanations=[
+            pb.ImageExplanation(
+                attributions=[target_attribution(t) for t in explanation.attributions],
+                scores=array_to_tensor(explanation.scores),
+                geometry=geometry_message(explanation.geometry) if explanation.geometry else None,
+            )
+            for explanation in result.explanations
+        ],
+        cost=pb.Cost(**vars(result.cost)),
+        parameters={name: parameter_message(value) for name, value in result.parameters.items() if value is not None},
+        providers=result.providers,
+    )
+
+
+def progress_messages(progress: schema.ExplainProgress) -> list[pb.ExplainStreamResponse]:
+    """One Progress event, then one PartialAttribution per target when partial maps came with it."""
+    counts = pb.Progress(
+        passes_done=progress.passes_done, passes_total=progress.passes_total, elapsed_seconds=progress.elapsed_seconds
+    )
+    partials = [
+        pb.ExplainStreamResponse(
+            partial=pb.PartialAttribution(
+                image_index=progress.image_index, attribution=target_attribution(target), progress=counts
+            )
+        )
+        for target in progress.partial
+    ]
+    return [pb.ExplainStreamResponse(progress=counts), *partials]
+
+
+def model_status(status: VersionStatus) -> model_pb.ModelStatus:
+    return model_pb.ModelStatus(
+        name=status.name, version=status.version, state=_STATES[status.state], reason=status.reason
+    )
+
+
+def model_metadata(description: ModelDescription) -> model_pb.ModelMetadata:
+    status = description.status
+    metadata = model_pb.ModelMetadata(
+        name=status.name,
+        version=status.version,
+        available_versions=description.versions,
+        state=_STATES[status.state],
+        reason=status.reason,
+        methods=[
+            model_pb.MethodSupport(name=m.name, family=_FAMILIES[m.family], supported=m.supported, reason=m.reason)
+            for m in description.methods
+        ],
+    )
+    model = description.model
+    if model is None:
+        return metadata
+    signature = model.signature
+    metadata.inputs.extend(_tensor_info(spec) for spec in signature.inputs)
+    metadata.outputs.extend(_tensor_info(spec) for spec in signature.outputs)
+    metadata.layout = _LAYOUTS[signature.layout]
+    metadata.labels.extend(model.labels)
+    metadata.output_kind = _OUTPUT_KINDS[model.output_kind]
+    metadata.providers.extend(model.session.providers)
+    metadata.num_classes = model.num_classes or 0
+    metadata.max_batch_size = signature.fixed_batch or model.config.max_batch_size or 0
+    if model.preprocessing is not None:
+        spec = model.preprocessing
+        metadata.preprocessing.CopyFrom(
+            model_pb.Preprocessing(
+                resize=spec.resize,
+                center_crop=spec.center_crop,
+                color_order=_COLORS[spec.color],
+                scale=spec.scale,
+                mean=spec.mean,
+                std=spec.std,
+                layout=_LAYOUTS[spec.layout],
+                interpolation=spec.interpolation,
+            )
+        )
+    return metadata
+
+
+def method_info(method: AttributionMethod) -> model_pb.MethodInfo:
+    return model_pb.MethodInfo(
+        name=method.name,
+        family=_FAMILIES[method.family],
+        description=method.description,
+        parameters=[
+            model_pb.ParameterSpec(
+                name=p.name,
+                type=_PARAM_KINDS[p.kind],
+                description=p.description,
+                default_value="auto" if p.default is None else str(p.default),
+            )
+            for p in method.parameters
+        ],
+    )
+
+
+def _tensor_info(spec: Any) -> model_pb.TensorInfo:
+    return model_pb.TensorInfo(
+        name=spec.name, dtype=spec.dtype, shape=[-1 if d is None else d for d in spec.shape], dim_names=spec.dim_names
+    )

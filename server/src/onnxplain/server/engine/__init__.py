@@ -1,0 +1,1 @@
+"""The engine: ONNX Runtime sessions, provider choice, batched runs and cancellation."""

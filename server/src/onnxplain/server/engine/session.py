@@ -1,0 +1,99 @@
+"""One ONNX Runtime session per model version, created once and shared by every request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
+
+_ORT_ERROR_LEVEL = 3
+_INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """Options chosen once per session: thread count set deliberately, denormals flushed (masked images
+    produce denormals that slow the CPU provider), full graph optimisation done at load, not per call."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = _ORT_ERROR_LEVEL
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return options
+
+
+class ModelSession:
+    """Runs batches of model inputs and returns (n, K) float32 scores.
+
+    Models exported with a fixed batch dimension (often 1) are run in chunks of that size, the last chunk padded,
+    so callers can always hand over any number of images.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        providers: Sequence[str | tuple[str, dict]],
+        threads: int,
+        input_name: str,
+        output_name: str,
+        fixed_batch: int | None,
+    ) -> None:
+        self._session = ort.InferenceSession(str(model_path), session_options(threads), providers=list(providers))
+        self.input_name = input_name
+        self.output_name = output_name
+        self.fixed_batch = fixed_batch
+        input_type = next(i.type for i in self._session.get_inputs() if i.name == input_name)
+        self._input_dtype = _INPUT_DTYPES.get(input_type, np.float32)
+
+    @property
+    def providers(self) -> list[str]:
+        return self._session.get_providers()
+
+    def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
+        """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""
+        step = self.fixed_batch
+        if step is None or len(batch) == step:
+            return self._run_once(batch, token)
+        parts = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            parts.append(self._run_once(self._padded(chunk), token)[: len(chunk)])
+        return np.concatenate(parts)
+
+    def _padded(self, chunk: np.ndarray) -> np.ndarray:
+        missing = self.fixed_batch - len(chunk)
+        if missing == 0:
+            return chunk
+        return np.concatenate([chunk, np.repeat(chunk[-1:], missing, axis=0)])
+
+    def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
+        if token is not None:
+            token.raise_if_cancelled()
+        feed = {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
+        try:
+            (scores,) = self._session.run([self.output_name], feed, token.run_options if token else None)
+        except Exception as error:
+            if token is not None and token.cancelled:
+                raise Cancelled("the call was cancelled") from error
+            raise _classify_run_error(error, batch.shape) from error
+        return _as_class_scores(scores)
+
+
+def _as_class_scores(scores: np.ndarray) -> np.ndarray:
+    """(n, K) float32 from outputs shaped (n, K) or (n, K, 1, 1)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return scores.reshape(scores.shape[0], -1)
+
+
+def _classify_run_error(error: Exception, shape: tuple[int, ...]) -> Exception:
+    message = str(error)
+    if "allocate" in message.lower():
+        return ResourceExhausted(f"out of memory running a batch of shape {list(shape)}: {message}")
+    return InvalidInput(f"the model could not run on an input of shape {list(shape)}: {message}")

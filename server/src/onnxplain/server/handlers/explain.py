@@ -1,0 +1,158 @@
+"""Explain: resolve model, method, parameters and targets, run the method per image, shape and render maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from onnxplain.server.engine.batching import batch_size_for
+from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.handlers.forward import score_images
+from onnxplain.server.handlers.inputs import PreparedImage, prepare_images
+from onnxplain.server.handlers.schema import (
+    Cost,
+    ExplainProgress,
+    ExplainQuery,
+    ExplainResult,
+    ImageExplanation,
+    RenderQuery,
+    TargetMap,
+)
+from onnxplain.server.handlers.targets import resolve_targets
+from onnxplain.server.imaging.geometry import map_to_original
+from onnxplain.server.imaging.render import render_overlay
+from onnxplain.server.methods.base import ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
+from onnxplain.server.methods.parameters import parse_parameters
+from onnxplain.server.methods.registry import get_method
+from onnxplain.server.repository.model import LoadedModel
+from onnxplain.server.repository.registry import ModelRegistry
+from onnxplain.server.settings import ServerSettings
+
+
+def explain(
+    registry: ModelRegistry,
+    query: ExplainQuery,
+    settings: ServerSettings,
+    token: CancelToken,
+    progress: Callable[[ExplainProgress], None] | None = None,
+) -> ExplainResult:
+    started = time.perf_counter()
+    method = get_method(query.method)
+    model = registry.get(query.model, query.version)
+    reason = method.unsupported_reason(model)
+    if reason:
+        raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
+    params = parse_parameters(method.parameters, query.parameters, method.name)
+    if query.render is not None:
+        _check_render(query.render)
+    prepared = prepare_images(model, query.images, settings.limits)
+    base_scores = score_images(model, [image.tensor for image in prepared], token)
+    passes = PassCounter(forward=len(prepared), runs=1, batch_size=len(prepared))
+    explanations = []
+    for index, (image, scores) in enumerate(zip(prepared, base_scores, strict=True)):
+        targets = resolve_targets(query.targets, scores, model.labels, settings.limits.max_targets)
+        scorer = Scorer(model, targets, query.score_space, token)
+        target_scores = scorer.select(scores[None, :])[0]
+        job = ExplainJob(
+            model=model,
+            image=image.tensor,
+            scores=scores,
+            scorer=scorer,
+            batch_size=_batch_size(model, image.tensor, settings),
+            progress=None
+            if progress is None
+            else _image_progress(progress, index, model, targets, target_scores, started),
+            max_forward_passes=settings.limits.max_forward_passes,
+        )
+        maps = method.attribute(job, params)
+        explanations.append(_image_explanation(model, image, scores, targets, target_scores, maps, query))
+        _add(passes, scorer.passes)
+    cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
+    return ExplainResult(model.name, model.version, method.name, explanations, cost, params, model.session.providers)
+
+
+def _image_progress(
+    report: Callable[[ExplainProgress], None],
+    image_index: int,
+    model: LoadedModel,
+    targets: list[int],
+    target_scores: np.ndarray,
+    started: float,
+) -> ProgressCallback:
+    """Adapt a method's progress for one image to the request-level event the transport streams."""
+
+    def forward(progress: Progress) -> None:
+        partial = []
+        if progress.partial_maps is not None:
+            partial = [
+                TargetMap(c, model.label_of(c), float(score), partial_map)
+                for c, score, partial_map in zip(targets, target_scores, progress.partial_maps, strict=True)
+            ]
+        elapsed = time.perf_counter() - started
+        report(ExplainProgress(image_index, progress.passes_done, progress.passes_total, elapsed, partial))
+
+    return forward
+
+
+def _batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
+    bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
+    max_batch = model.config.max_batch_size or settings.max_batch_size
+    return batch_size_for(bytes_per_image, settings.batch_memory_bytes, max_batch, model.signature.fixed_batch)
+
+
+def _image_explanation(
+    model: LoadedModel,
+    image: PreparedImage,
+    scores: np.ndarray,
+    targets: list[int],
+    target_scores: np.ndarray,
+    maps: np.ndarray,
+    query: ExplainQuery,
+) -> ImageExplanation:
+    attributions = []
+    for class_index, target_score, spatial in zip(targets, target_scores, maps, strict=True):
+        attribution = _shaped(spatial, image.tensor, model.signature.layout, query.attribution_shape)
+        overlay = b"" if query.render is None else _overlay(image, spatial, model.signature.layout, query.render)
+        attributions.append(
+            TargetMap(class_index, model.label_of(class_index), float(target_score), attribution, overlay)
+        )
+    return ImageExplanation(attributions=attributions, scores=scores, geometry=image.geometry)
+
+
+def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:
+    """Spatial (H, W) maps as they are; broadcast over channels when the input shape is asked for."""
+    if shape == "spatial" or attribution.shape == tensor.shape:
+        return attribution
+    expanded = attribution[None, :, :] if layout == "NCHW" else attribution[:, :, None]
+    return np.ascontiguousarray(np.broadcast_to(expanded, tensor.shape))
+
+
+def _overlay(image: PreparedImage, attribution: np.ndarray, layout: str, render: RenderQuery) -> bytes:
+    """Draw on the original picture: input-shaped maps are reduced over channels (max |.|), then the map is taken
+    back through the crop and resize."""
+    if attribution.ndim == 3:
+        attribution = np.abs(attribution).max(axis=0 if layout == "NCHW" else 2)
+    if image.geometry is not None:
+        attribution = map_to_original(attribution, image.geometry)
+    return render_overlay(image.picture, attribution, render.colormap, render.clip_percentile, render.alpha)
+
+
+def _check_render(render: RenderQuery) -> None:
+    """Fail on bad render options before any pass runs."""
+    render_overlay(
+        np.zeros((2, 2, 3), np.uint8),
+        np.zeros((2, 2), np.float32),
+        render.colormap,
+        render.clip_percentile,
+        render.alpha,
+    )
+
+
+def _add(total: PassCounter, part: PassCounter) -> None:
+    total.forward += part.forward
+    total.backward += part.backward
+    total.runs += part.runs
+    total.batch_size = max(total.batch_size, part.batch_size)

@@ -1,0 +1,126 @@
+"""The values handlers take and return; api/convert.py maps them to and from protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from onnxplain.server.imaging.geometry import Geometry
+from onnxplain.server.methods.base import ScoreSpace
+
+AttributionShape = Literal["spatial", "input"]
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """Exactly one of: encoded image bytes, or a decoded float32 tensor without the batch dimension."""
+
+    encoded: bytes | None = None
+    tensor: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TargetQuery:
+    """Exactly one field is set."""
+
+    class_index: int | None = None
+    label: str | None = None
+    top_k: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderQuery:
+    colormap: str = "jet"
+    clip_percentile: float = 99.5
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
+class PredictQuery:
+    model: str
+    version: str
+    images: list[ImageInput]
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class ExplainQuery:
+    model: str
+    version: str
+    images: list[ImageInput]
+    method: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    targets: list[TargetQuery] = field(default_factory=list)
+    attribution_shape: AttributionShape = "spatial"
+    score_space: ScoreSpace = "raw"
+    render: RenderQuery | None = None
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    class_index: int
+    label: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    scores: np.ndarray
+    top: list[ClassScore]
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    model: str
+    version: str
+    predictions: list[ImagePrediction]
+
+
+@dataclass(frozen=True)
+class TargetMap:
+    class_index: int
+    label: str
+    score: float
+    attribution: np.ndarray
+    overlay_png: bytes = b""
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    attributions: list[TargetMap]
+    scores: np.ndarray
+    geometry: Geometry | None
+
+
+@dataclass(frozen=True)
+class Cost:
+    forward_passes: int
+    backward_passes: int
+    batch_size: int
+    runs: int
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    model: str
+    version: str
+    method: str
+    explanations: list[ImageExplanation]
+    cost: Cost
+    parameters: dict[str, Any]
+    providers: list[str]
+
+
+@dataclass(frozen=True)
+class ExplainProgress:
+    """Streamed while a method runs: pass counts for one image, and partial maps when the method has them."""
+
+    image_index: int
+    passes_done: int
+    passes_total: int
+    elapsed_seconds: float
+    partial: list[TargetMap] = field(default_factory=list)

@@ -1,0 +1,110 @@
+"""What every attribution method receives and returns, and the base class they share.
+
+A method sees one image in the model's input layout, the target classes already resolved, and a Scorer that runs
+batches through the engine and counts passes. It returns one map per target.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.methods.parameters import Param
+from onnxplain.server.repository.model import LoadedModel
+
+Family = Literal["perturbation", "gradient", "cam", "relevance", "visualization"]
+ScoreSpace = Literal["raw", "probability"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    passes_done: int
+    passes_total: int
+    # Maps from the passes so far, (T, H, W); None when the method has no meaningful partial result.
+    partial_maps: np.ndarray | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class PassCounter:
+    forward: int = 0
+    backward: int = 0
+    runs: int = 0
+    batch_size: int = 1
+
+
+class Scorer:
+    """Runs batches through the model's session and returns the target scores, counting every pass."""
+
+    def __init__(self, model: LoadedModel, targets: list[int], space: ScoreSpace, token: CancelToken) -> None:
+        self.model = model
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.space = space
+        self.token = token
+        self.passes = PassCounter()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(n, T) scores of the targets for a batch of inputs in the model's layout."""
+        scores = self.model.session.run(batch, self.token)
+        self.passes.forward += len(batch)
+        self.passes.runs += 1
+        self.passes.batch_size = max(self.passes.batch_size, len(batch))
+        return self.select(scores)
+
+    def select(self, scores: np.ndarray) -> np.ndarray:
+        if self.space == "probability":
+            scores = self.model.to_probabilities(scores)
+        return scores[:, self.targets]
+
+
+@dataclass
+class ExplainJob:
+    """One image to explain. `image` is in the model's layout without batch; `scores` are its raw (K,) scores."""
+
+    model: LoadedModel
+    image: np.ndarray
+    scores: np.ndarray
+    scorer: Scorer
+    batch_size: int
+    progress: ProgressCallback | None = None
+    max_forward_passes: int = 0
+
+    @property
+    def layout(self) -> str:
+        return self.model.signature.layout
+
+    @property
+    def spatial_size(self) -> tuple[int, int]:
+        shape = self.image.shape
+        return (shape[1], shape[2]) if self.layout == "NCHW" else (shape[0], shape[1])
+
+    def spatial_to_input(self, masks: np.ndarray) -> np.ndarray:
+        """(n, H, W) -> a shape that broadcasts over (n, *input shape) in the model's layout."""
+        return masks[:, None, :, :] if self.layout == "NCHW" else masks[:, :, :, None]
+
+
+class AttributionMethod(ABC):
+    """Base of every method: a name, a family, declared parameters, and `attribute`."""
+
+    name: ClassVar[str]
+    family: ClassVar[Family]
+    description: ClassVar[str]
+    parameters: ClassVar[tuple[Param, ...]] = ()
+
+    def unsupported_reason(self, model: LoadedModel) -> str | None:
+        """Why this method cannot run on the model, or None when it can."""
+        return None
+
+    @abstractmethod
+    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> np.ndarray:
+        """(T, H, W) spatial maps, or (T, *input shape) for naturally input-shaped methods.
+
+        Defaults the method chooses from the image (e.g. a window size) are written back into `params`,
+        so the response reports every parameter actually used."""

@@ -1,0 +1,124 @@
+"""Occlusion (Zeiler & Fergus 2014) with Captum's semantics.
+
+A window slides over the image with the given strides, starting at 0, the last window cut at the border
+(ceil((D - w) / s) + 1 positions per axis). Each window replaces every channel under it by the baseline; a pixel's
+attribution is the mean, over the windows covering it, of score(original) - score(occluded).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from onnxplain.server.errors import InvalidInput
+from onnxplain.server.methods.base import ExplainJob
+from onnxplain.server.methods.parameters import Param, one_of, positive
+from onnxplain.server.methods.perturbation import PerturbationMethod
+from onnxplain.server.methods.registry import register
+
+
+@register
+class Occlusion(PerturbationMethod):
+    name = "occlusion"
+    description = "Slide a window of baseline values over the image; attribution = mean score drop of covering windows."
+    parameters = (
+        Param(
+            "window",
+            "pair",
+            None,
+            "window (height, width) in input pixels; default: a seventh of the image side",
+            positive,
+        ),
+        Param(
+            "stride",
+            "pair",
+            None,
+            "step (height, width) between windows, at most the window; default: half the window",
+            positive,
+        ),
+        Param(
+            "baseline",
+            "float_or_str",
+            0.0,
+            "value occluded pixels take (in model-input units), or 'mean' (the image's per-channel mean) or 'blur' "
+            "(the image blurred with a Gaussian of sigma = window / 2)",
+            one_of("mean", "blur"),
+        ),
+    )
+
+    def plan(self, job: ExplainJob, params: dict[str, Any]) -> OcclusionPlan:
+        height, width = job.spatial_size
+        window = params["window"] or (max(1, min(height, width) // 7),) * 2
+        stride = params["stride"] or tuple(max(1, w // 2) for w in window)
+        if window[0] > height or window[1] > width:
+            raise InvalidInput(f"parameter 'window': {window[0]}x{window[1]} is larger than the image {height}x{width}")
+        if stride[0] > window[0] or stride[1] > window[1]:
+            raise InvalidInput(
+                f"parameter 'stride': {stride[0]}x{stride[1]} is larger than the window {window[0]}x{window[1]}"
+            )
+        params.update(window=window, stride=stride)
+        return OcclusionPlan(job, window, stride, _baseline(job, params["baseline"], window))
+
+
+class OcclusionPlan:
+    def __init__(self, job: ExplainJob, window: tuple[int, int], stride: tuple[int, int], baseline: np.ndarray) -> None:
+        self.job = job
+        height, width = job.spatial_size
+        self.rows = _window_spans(height, window[0], stride[0])
+        self.cols = _window_spans(width, window[1], stride[1])
+        self.count = len(self.rows) * len(self.cols)
+        self.baseline = baseline
+        self.total = np.zeros((len(job.scorer.targets), height * width), dtype=np.float64)
+        # Windows are products of a row span and a column span, so coverage is an outer product of sums.
+        self.coverage = np.outer(self.rows.sum(axis=0), self.cols.sum(axis=0)).reshape(-1).astype(np.float64)
+
+    def _masks(self, start: int, stop: int) -> np.ndarray:
+        """(n, H, W) float32 masks, 1 under windows start..stop-1 (row-major order of window positions)."""
+        index = np.arange(start, stop)
+        rows = self.rows[index // len(self.cols)]
+        cols = self.cols[index % len(self.cols)]
+        return (rows[:, :, None] & cols[:, None, :]).astype(np.float32)
+
+    def perturbed(self, start: int, stop: int) -> np.ndarray:
+        masks = self.job.spatial_to_input(self._masks(start, stop))
+        image = self.job.image[None]
+        return image + masks * (self.baseline[None] - image)
+
+    def accumulate(self, start: int, stop: int, deltas: np.ndarray) -> None:
+        masks = self._masks(start, stop).reshape(stop - start, -1)
+        self.total += deltas.T.astype(np.float64) @ masks
+
+    def maps(self) -> np.ndarray:
+        height, width = self.job.spatial_size
+        covered = np.maximum(self.coverage, 1.0)
+        return (self.total / covered).astype(np.float32).reshape(-1, height, width)
+
+
+def _window_spans(size: int, window: int, stride: int) -> np.ndarray:
+    """(positions, size) bool: which pixels each window position covers along one axis."""
+    positions = math.ceil((size - window) / stride) + 1
+    starts = np.arange(positions)[:, None] * stride
+    pixels = np.arange(size)[None, :]
+    return (pixels >= starts) & (pixels < starts + window)
+
+
+def _baseline(job: ExplainJob, baseline: float | str, window: tuple[int, int]) -> np.ndarray:
+    image = job.image
+    if baseline == "mean":
+        axes = (1, 2) if job.layout == "NCHW" else (0, 1)
+        return np.broadcast_to(image.mean(axis=axes, keepdims=True), image.shape).astype(np.float32)
+    if baseline == "blur":
+        return _blurred(image, job.layout, sigma=max(window) / 2)
+    return np.full_like(image, baseline, dtype=np.float32)
+
+
+def _blurred(image: np.ndarray, layout: str, sigma: float) -> np.ndarray:
+    hwc = np.transpose(image, (1, 2, 0)) if layout == "NCHW" else image
+    blurred = cv2.GaussianBlur(
+        np.ascontiguousarray(hwc, dtype=np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+    )
+    blurred = blurred.reshape(hwc.shape)
+    return np.ascontiguousarray(np.transpose(blurred, (2, 0, 1)) if layout == "NCHW" else blurred)

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxplain.client.images import to_image, to_images
+from onnxplain.client.tensors import decode_tensor
+from onnxplain.v1 import explain_service_pb2 as pb
+
+
+def test_float_arrays_go_as_float32_tensors():
+    image = to_image(np.ones((3, 4, 5), dtype=np.float64))
+    assert image.WhichOneof("source") == "tensor"
+    decoded = decode_tensor(image.tensor)
+    assert decoded.dtype == np.float32
+    assert decoded.shape == (3, 4, 5)
+
+
+def test_array_likes_such_as_framework_tensors_are_accepted():
+    class ArrayLike:
+        def __array__(self, dtype=None, copy=None):
+            return np.zeros((3, 2, 2), dtype=np.float32)
+
+    assert to_image(ArrayLike()).WhichOneof("source") == "tensor"
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int64", "bool"])
+def test_integer_arrays_are_rejected_as_undecodable_pixels(dtype):
+    with pytest.raises(TypeError, match="path or bytes"):
+        to_image(np.zeros((4, 4, 3), dtype=dtype))
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG...", bytearray(b"\x89PNG..."), memoryview(b"\x89PNG...")])
+def test_bytes_go_as_encoded_images(data):
+    assert to_image(data) == pb.Image(encoded=b"\x89PNG...")
+
+
+def test_paths_are_read(tmp_path: Path):
+    path = tmp_path / "cat.png"
+    path.write_bytes(b"\x89PNG...")
+    assert to_image(path).encoded == b"\x89PNG..."
+    assert to_image(str(path)).encoded == b"\x89PNG..."
+
+
+def test_a_missing_file_raises_file_not_found(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        to_image(tmp_path / "missing.png")
+
+
+def test_empty_bytes_are_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        to_image(b"")
+
+
+def test_image_messages_pass_through():
+    image = pb.Image(encoded=b"x")
+    assert to_image(image) is image
+
+
+@pytest.mark.parametrize("value", [None, 3, [[1.0]]])
+def test_other_types_are_rejected(value):
+    with pytest.raises(TypeError):
+        to_image(value)
+
+
+def test_one_image_is_single_and_a_list_or_tuple_is_not():
+    assert to_images(b"x")[1] is True
+    messages, single = to_images([b"x", b"y"])
+    assert single is False
+    assert [message.encoded for message in messages] == [b"x", b"y"]
+    assert to_images((b"x",))[1] is False
+
+
+def test_an_empty_list_is_rejected():
+    with pytest.raises(ValueError, match="no images"):
+        to_images([])

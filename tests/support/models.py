@@ -1,0 +1,113 @@
+"""Small models built in the tests (torch export or onnx.helper) and repositories to serve them from."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+import yaml
+from onnx import TensorProto, helper
+
+# ONNX Runtime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default.
+IR_VERSION = 8
+
+
+class SmallCNN(torch.nn.Module):
+    """Conv-ReLU-MaxPool-Conv-ReLU-GAP-Linear: the shape of a real classifier, small enough for CI."""
+
+    def __init__(self, channels: int = 3, classes: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
+        self.head = torch.nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ChannelsLast(torch.nn.Module):
+    """Takes NHWC input, as TensorFlow-exported models do, and permutes it for the wrapped NCHW model."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 3, 1, 2))
+
+
+class WithSoftmax(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.inner(x), dim=1)
+
+
+def export(
+    module: torch.nn.Module,
+    example_shape: tuple[int, ...],
+    *,
+    dynamic_batch: bool = True,
+    dynamic_spatial: bool = False,
+    opset: int = 17,
+) -> bytes:
+    """ONNX bytes from the legacy exporter, with the IR version ONNX Runtime reads."""
+    module.eval()
+    axes: dict[int, str] = {}
+    if dynamic_batch:
+        axes[0] = "batch"
+    if dynamic_spatial:
+        axes.update({2: "height", 3: "width"})
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.zeros(example_shape),),
+            buffer,
+            input_names=["input"],
+            output_names=["scores"],
+            dynamic_axes={"input": axes, "scores": {0: "batch"}} if axes else None,
+            opset_version=opset,
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.ir_version = IR_VERSION
+    return model.SerializeToString()
+
+
+def identity_classifier(classes: int = 4, size: int = 8) -> bytes:
+    """onnx.helper model: scores = mean of each of the first `classes` rows of a 1-channel image."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["rows"], axes=[3], keepdims=0),
+            helper.make_node("Flatten", ["rows"], ["scores"], axis=1),
+        ],
+        "rows",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, classes, size])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION).SerializeToString()
+
+
+def write_model(repository: Path, name: str, model: bytes, config: dict | None = None, version: str = "1") -> Path:
+    """DIR/<name>/<version>/model.onnx (+ config.yaml); returns the model file."""
+    folder = repository / name / version
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(model)
+    if config is not None:
+        (repository / name / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder / "model.onnx"

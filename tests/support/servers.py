@@ -1,0 +1,63 @@
+"""Start a real onnxplain server process on a free loopback port, as a user would, and stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_LISTENING = re.compile(r"onnxplain listening on [^:]+:(\d+)")
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    port: int
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(repository: Path, *extra: str, timeout: float = 60.0) -> RunningServer:
+    """Run `onnxplain serve --port 0` and wait until it reports ready."""
+    command = [sys.executable, "-m", "onnxplain.client.cli.main", "serve", "--model-repository", str(repository)]
+    command += ["--port", "0", "--threads", "1", *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    server = RunningServer(process=process, port=0)
+    ready = threading.Event()
+
+    def read_output() -> None:
+        for line in process.stdout:
+            server.output.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                server.port = int(match.group(1))
+            if "onnxplain ready" in line:
+                ready.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError("server did not start:\n" + "".join(server.output))
+    return server

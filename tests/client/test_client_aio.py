@@ -48,8 +48,14 @@ def test_leaving_a_stream_early(server_address):
 def test_catalog_and_lifecycle(server_address):
     async def scenario():
         async with AsyncClient(server_address) as client:
-            return (await client.models(), await client.metadata("resnet"), await client.methods(),
-                    await client.load("resnet"), await client.unload("resnet"), await client.reload("resnet"))
+            return (
+                await client.models(),
+                await client.metadata("resnet"),
+                await client.methods(),
+                await client.load("resnet"),
+                await client.unload("resnet"),
+                await client.reload("resnet"),
+            )
 
     models, metadata, methods, loaded, unloaded, reloaded = run(scenario())
     assert models[0].state == "ready"

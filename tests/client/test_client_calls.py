@@ -7,17 +7,33 @@ from onnxplain.v1 import explain_service_pb2 as pb
 
 
 def args(**overrides):
-    values = {"model": "resnet", "images": b"png", "method": "occlusion", "target": None, "version": "",
-              "attribution_shape": "spatial", "score_space": "raw", "overlay": False, "colormap": None, "params": {}}
+    values = {
+        "model": "resnet",
+        "images": b"png",
+        "method": "occlusion",
+        "target": None,
+        "version": "",
+        "attribution_shape": "spatial",
+        "score_space": "raw",
+        "overlay": False,
+        "colormap": None,
+        "params": {},
+    }
     values.update(overrides)
     return ExplainArgs(**values)
 
 
 def test_explain_request_carries_every_option():
-    request, single = calls.build_explain_request(args(
-        images=[b"a", b"b"], target=[3, TopK(2)], version="2", attribution_shape="input",
-        score_space="probability", params={"window": (4, 4), "abs": True},
-    ))
+    request, single = calls.build_explain_request(
+        args(
+            images=[b"a", b"b"],
+            target=[3, TopK(2)],
+            version="2",
+            attribution_shape="input",
+            score_space="probability",
+            params={"window": (4, 4), "abs": True},
+        )
+    )
     assert single is False
     assert (request.model_name, request.model_version, request.method) == ("resnet", "2", "occlusion")
     assert [image.encoded for image in request.images] == [b"a", b"b"]
@@ -58,7 +74,15 @@ def test_stream_wraps_the_same_request():
 def test_every_call_names_a_stub_method():
     from onnxplain.v1.explain_service_pb2_grpc import ExplainServiceServicer
 
-    made = [calls.predict("m", b"x", version="", top_k=5), calls.explain(args()), calls.explain_stream(args()),
-            calls.list_methods(), calls.list_models(), calls.model_metadata("m", ""), calls.load_model("m", ""),
-            calls.unload_model("m", ""), calls.reload_model("m", "")]
+    made = [
+        calls.predict("m", b"x", version="", top_k=5),
+        calls.explain(args()),
+        calls.explain_stream(args()),
+        calls.list_methods(),
+        calls.list_models(),
+        calls.model_metadata("m", ""),
+        calls.load_model("m", ""),
+        calls.unload_model("m", ""),
+        calls.reload_model("m", ""),
+    ]
     assert {call.rpc for call in made} == {name for name in vars(ExplainServiceServicer) if not name.startswith("_")}

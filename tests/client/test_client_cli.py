@@ -44,8 +44,10 @@ def test_params_need_key_equals_value(text):
         parse_param(text)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("281", 281), ("tabby cat", "tabby cat"), ("top3", TopK(3)),
-                                                ("TOP2", TopK(2)), ("topcat", "topcat")])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("281", 281), ("tabby cat", "tabby cat"), ("top3", TopK(3)), ("TOP2", TopK(2)), ("topcat", "topcat")],
+)
 def test_targets_parse_as_index_label_or_top_k(text, expected):
     assert parse_target(text) == expected
 
@@ -65,9 +67,8 @@ def test_one_plain_target_is_scalar_and_anything_more_is_a_list():
 
 def test_explain_arguments_parse(monkeypatch):
     monkeypatch.setenv("ONNXPLAIN_SERVER", "remote:1234")
-    args = build_parser().parse_args(["explain", "--model", "m", "--method", "occlusion", "--target", "top2",
-                                      "--target", "7", "--param", "window=4,4", "--param", "abs=true",
-                                      "-o", "out", "a.png", "b.png"])
+    command = "explain --model m --method occlusion --target top2 --target 7 --param window=4,4 --param abs=true"
+    args = build_parser().parse_args([*command.split(), "-o", "out", "a.png", "b.png"])
     assert args.server == "remote:1234"
     assert args.targets == [TopK(2), 7]
     assert dict(args.params) == {"window": [4, 4], "abs": True}
@@ -120,8 +121,8 @@ def test_explain_writes_maps_and_overlays(server_address, fake_service, tmp_path
     image = tmp_path / "cat.png"
     image.write_bytes(b"png")
     out = tmp_path / "out"
-    code = main(["explain", "--server", server_address, "--model", "resnet", "--method", "occlusion",
-                 "--target", "top2", "--param", "window=4,4", "--colormap", "inferno", "-o", str(out), str(image)])
+    command = "explain --model resnet --method occlusion --target top2 --param window=4,4 --colormap inferno"
+    code = main([*command.split(), "--server", server_address, "-o", str(out), str(image)])
     assert code == 0
     assert np.load(out / "cat.occlusion.npy").shape == (2, 4, 5)
     assert (out / "cat.occlusion.t0.png").read_bytes() == b"png-0"
@@ -137,8 +138,8 @@ def test_explain_one_target_with_progress(server_address, tmp_path, capsys):
     image = tmp_path / "dog.jpg"
     image.write_bytes(b"jpg")
     out = tmp_path / "out"
-    code = main(["explain", "--server", server_address, "--model", "resnet", "--method", "occlusion",
-                 "--target", "dog", "--progress", "-o", str(out), str(image)])
+    command = "explain --model resnet --method occlusion --target dog --progress"
+    code = main([*command.split(), "--server", server_address, "-o", str(out), str(image)])
     assert code == 0
     assert np.load(out / "dog.occlusion.npy").shape == (4, 5)
     assert (out / "dog.occlusion.png").read_bytes() == b"png-1"

@@ -24,7 +24,9 @@ MAP_SHAPE = (4, 5)
 def target_attribution(class_index, overlay=False):
     """A map filled with its class index, so a test can tell which target ended up where."""
     return pb.TargetAttribution(
-        class_index=class_index, label=LABELS[class_index], score=float(3 - class_index),
+        class_index=class_index,
+        label=LABELS[class_index],
+        score=float(3 - class_index),
         attribution=encode_tensor(np.full(MAP_SHAPE, class_index, dtype=np.float32)),
         overlay_png=f"png-{class_index}".encode() if overlay else b"",
     )
@@ -37,15 +39,18 @@ def explain_response(targets=(0,), images=1, overlay=False, geometry=True):
         geometry=pb.Geometry(original_height=8, original_width=10) if geometry else None,
     )
     return pb.ExplainResponse(
-        model_name="m", model_version="1", method="occlusion", explanations=[explanation] * images,
+        model_name="m",
+        model_version="1",
+        method="occlusion",
+        explanations=[explanation] * images,
         cost=pb.Cost(forward_passes=10, batch_size=8, runs=2, elapsed_seconds=0.25),
-        parameters={"stride": pb.Parameter(integer=2)}, providers=["CPUExecutionProvider"],
+        parameters={"stride": pb.Parameter(integer=2)},
+        providers=["CPUExecutionProvider"],
     )
 
 
 def test_one_scalar_target_gives_a_map_without_target_axis():
-    explanation = parse_explain_response(explain_response([2]),
-                                         single=True, keep_target_axis=False)
+    explanation = parse_explain_response(explain_response([2]), single=True, keep_target_axis=False)
     assert isinstance(explanation, Explanation)
     assert explanation.attribution.shape == MAP_SHAPE
     assert explanation.targets == [2]
@@ -61,8 +66,7 @@ def test_several_targets_stack_along_a_leading_axis():
 
 
 def test_a_list_of_one_target_keeps_the_axis():
-    explanation = parse_explain_response(explain_response([0]),
-                                         single=True, keep_target_axis=True)
+    explanation = parse_explain_response(explain_response([0]), single=True, keep_target_axis=True)
     assert explanation.attribution.shape == (1, *MAP_SHAPE)
 
 
@@ -88,8 +92,7 @@ def test_request_wide_fields_are_copied_into_every_image():
 def test_overlays_are_listed_only_when_rendered():
     plain = parse_explain_response(explain_response(), single=True, keep_target_axis=False)
     assert plain.overlays == []
-    rendered = parse_explain_response(explain_response([0, 1], overlay=True),
-                                      single=True, keep_target_axis=True)
+    rendered = parse_explain_response(explain_response([0, 1], overlay=True), single=True, keep_target_axis=True)
     assert rendered.overlays == [b"png-0", b"png-1"]
 
 
@@ -131,17 +134,31 @@ def test_stream_events_parse_by_kind():
 
 def test_metadata_becomes_a_typed_dataclass_with_plain_values():
     message = model_pb2.ModelMetadata(
-        name="resnet", version="2", available_versions=["1", "2"], state=model_pb2.MODEL_STATE_READY,
+        name="resnet",
+        version="2",
+        available_versions=["1", "2"],
+        state=model_pb2.MODEL_STATE_READY,
         inputs=[model_pb2.TensorInfo(name="x", dtype="float32", shape=[-1, 3, 224, 224], dim_names=["N", "", "", ""])],
-        layout=model_pb2.LAYOUT_NCHW, labels=LABELS, output_kind=model_pb2.OUTPUT_KIND_LOGITS,
-        methods=[model_pb2.MethodSupport(name="saliency", family=model_pb2.METHOD_FAMILY_GRADIENT, supported=False,
-                                         reason="TopK has no gradient"),
-                 model_pb2.MethodSupport(name="occlusion", family=model_pb2.METHOD_FAMILY_PERTURBATION,
-                                         supported=True)],
-        providers=["CPUExecutionProvider"], num_classes=3,
-        preprocessing=model_pb2.Preprocessing(resize=[256], center_crop=[224, 224],
-                                              color_order=model_pb2.COLOR_ORDER_RGB, scale=1 / 255,
-                                              mean=[0.5] * 3, std=[0.25] * 3, layout=model_pb2.LAYOUT_NCHW),
+        layout=model_pb2.LAYOUT_NCHW,
+        labels=LABELS,
+        output_kind=model_pb2.OUTPUT_KIND_LOGITS,
+        methods=[
+            model_pb2.MethodSupport(
+                name="saliency", family=model_pb2.METHOD_FAMILY_GRADIENT, supported=False, reason="TopK has no gradient"
+            ),
+            model_pb2.MethodSupport(name="occlusion", family=model_pb2.METHOD_FAMILY_PERTURBATION, supported=True),
+        ],
+        providers=["CPUExecutionProvider"],
+        num_classes=3,
+        preprocessing=model_pb2.Preprocessing(
+            resize=[256],
+            center_crop=[224, 224],
+            color_order=model_pb2.COLOR_ORDER_RGB,
+            scale=1 / 255,
+            mean=[0.5] * 3,
+            std=[0.25] * 3,
+            layout=model_pb2.LAYOUT_NCHW,
+        ),
     )
     metadata = parse_metadata(message)
     assert isinstance(metadata, ModelMetadata)
@@ -156,12 +173,17 @@ def test_metadata_becomes_a_typed_dataclass_with_plain_values():
 
 
 def test_statuses_and_methods_use_lower_case_names():
-    status = parse_model_status(model_pb2.ModelStatus(name="m", version="1", state=model_pb2.MODEL_STATE_UNAVAILABLE,
-                                                      reason="bad graph"))
+    status = parse_model_status(
+        model_pb2.ModelStatus(name="m", version="1", state=model_pb2.MODEL_STATE_UNAVAILABLE, reason="bad graph")
+    )
     assert (status.state, status.reason) == ("unavailable", "bad graph")
-    method = parse_method_info(model_pb2.MethodInfo(
-        name="occlusion", family=model_pb2.METHOD_FAMILY_PERTURBATION,
-        parameters=[model_pb2.ParameterSpec(name="window", type="ints", default_value="8,8")]))
+    method = parse_method_info(
+        model_pb2.MethodInfo(
+            name="occlusion",
+            family=model_pb2.METHOD_FAMILY_PERTURBATION,
+            parameters=[model_pb2.ParameterSpec(name="window", type="ints", default_value="8,8")],
+        )
+    )
     assert method.family == "perturbation"
     assert method.parameters[0].default == "8,8"
 

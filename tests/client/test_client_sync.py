@@ -23,8 +23,9 @@ def test_predict_one_image_gives_one_prediction_and_a_list_gives_a_list(client):
 
 
 def test_explain_sends_options_and_shapes_maps(client, fake_service):
-    explanation = client.explain("resnet", b"png", method="occlusion", target=TopK(2), overlay=True,
-                                 window=(4, 4), abs=True)
+    explanation = client.explain(
+        "resnet", b"png", method="occlusion", target=TopK(2), overlay=True, window=(4, 4), abs=True
+    )
     assert explanation.attribution.shape == (2, 4, 5)
     assert explanation.overlays == [b"png-0", b"png-1"]
     assert explanation.parameters == {"abs": True, "stride": 2, "window": [4.0, 4.0]}

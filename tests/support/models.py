@@ -100,7 +100,8 @@ def identity_classifier(classes: int = 4, size: int = 8) -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, classes, size])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", classes])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION).SerializeToString()
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
+    return model.SerializeToString()
 
 
 def write_model(repository: Path, name: str, model: bytes, config: dict | None = None, version: str = "1") -> Path:

@@ -76,8 +76,9 @@ def test_all_classes_cost_the_same_passes_as_one(client) -> None:
 def test_nhwc_model_gives_the_same_map_as_its_nchw_twin(client) -> None:
     image = np.random.default_rng(5).normal(size=IMAGE_SHAPE).astype(np.float32)
     nchw = client.explain("cnn", image, method="occlusion", target=1, window=3, stride=2)
-    nhwc = client.explain("cnn_nhwc", np.ascontiguousarray(image.transpose(1, 2, 0)), method="occlusion", target=1,
-                          window=3, stride=2)
+    nhwc = client.explain(
+        "cnn_nhwc", np.ascontiguousarray(image.transpose(1, 2, 0)), method="occlusion", target=1, window=3, stride=2
+    )
     np.testing.assert_allclose(nhwc.attribution, nchw.attribution, rtol=1e-5, atol=1e-5)
 
 
@@ -90,8 +91,9 @@ def test_input_shaped_attribution_repeats_the_map_over_channels(client) -> None:
 
 @pytest.mark.parametrize("digit", [4, 6, 7])
 def test_occlusion_puts_more_attribution_on_the_digit_than_on_the_strokes(demo_client: Client, digit: int) -> None:
-    explanation = demo_client.explain("digits", SAMPLES / f"digit_{digit}_strokes.png", method="occlusion", window=4,
-                                      stride=2)
+    explanation = demo_client.explain(
+        "digits", SAMPLES / f"digit_{digit}_strokes.png", method="occlusion", window=4, stride=2
+    )
     assert explanation.targets == [digit]
     mask = cv2.imread(str(SAMPLES / f"digit_{digit}_strokes_mask.png"), cv2.IMREAD_GRAYSCALE)
     mask = cv2.resize(mask, (28, 28), interpolation=cv2.INTER_NEAREST)

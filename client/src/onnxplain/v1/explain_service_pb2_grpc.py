@@ -28,8 +28,8 @@ if _version_not_supported:
 class ExplainServiceStub:
     """onnxplain: explain the decisions of ONNX image classifiers.
 
-    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors and parameters; NOT_FOUND for
-    unknown models, versions or methods; UNAVAILABLE for models that failed to load or are loading;
+    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors, methods and parameters;
+    NOT_FOUND for unknown models or versions; UNAVAILABLE for models that failed to load or are not loaded;
     FAILED_PRECONDITION for methods the model cannot support; RESOURCE_EXHAUSTED when a limit or queue is full.
     """
 
@@ -89,8 +89,8 @@ class ExplainServiceStub:
 class ExplainServiceServicer:
     """onnxplain: explain the decisions of ONNX image classifiers.
 
-    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors and parameters; NOT_FOUND for
-    unknown models, versions or methods; UNAVAILABLE for models that failed to load or are loading;
+    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors, methods and parameters;
+    NOT_FOUND for unknown models or versions; UNAVAILABLE for models that failed to load or are not loaded;
     FAILED_PRECONDITION for methods the model cannot support; RESOURCE_EXHAUSTED when a limit or queue is full.
     """
 
@@ -213,8 +213,8 @@ def add_ExplainServiceServicer_to_server(servicer, server):
 class ExplainService:
     """onnxplain: explain the decisions of ONNX image classifiers.
 
-    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors and parameters; NOT_FOUND for
-    unknown models, versions or methods; UNAVAILABLE for models that failed to load or are loading;
+    Errors use standard gRPC status codes: INVALID_ARGUMENT for bad images, tensors, methods and parameters;
+    NOT_FOUND for unknown models or versions; UNAVAILABLE for models that failed to load or are not loaded;
     FAILED_PRECONDITION for methods the model cannot support; RESOURCE_EXHAUSTED when a limit or queue is full.
     """
 

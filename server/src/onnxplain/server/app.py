@@ -31,7 +31,7 @@ async def serve(settings: ServerSettings) -> None:
     """Start, load every model's latest version, report SERVING, and run until SIGTERM/SIGINT."""
     registry = ModelRegistry(settings.model_repository, lambda source: load_model(source, settings))
     executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="onnxplain-worker")
-    server = grpc.aio.server(executor, options=channel_options(settings))
+    server = grpc.aio.server(options=channel_options(settings))
     pb_grpc.add_ExplainServiceServicer_to_server(ExplainServicer(registry, settings, executor), server)
     health = await add_health(server)
     add_reflection(server)

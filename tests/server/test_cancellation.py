@@ -1,0 +1,52 @@
+"""A cancelled or expired call stops its work: the server goes idle instead of finishing the batches."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from support.models import SmallCNN, export, write_model
+from support.servers import start_server
+
+from onnxplain.client import Client, OnnxplainError
+
+SIDE = 160
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("repository")
+    write_model(repository, "cnn", export(SmallCNN(), (1, 3, SIDE, SIDE)))
+    running = start_server(repository)
+    yield running
+    running.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_fraction(pid: int, seconds: float = 1.0) -> float:
+    start = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - start) / seconds
+
+
+def test_deadline_stops_a_long_explanation(server) -> None:
+    image = np.random.default_rng(0).random((3, SIDE, SIDE), dtype=np.float32)
+    with Client(server.target) as client:
+        started = time.monotonic()
+        # 160 * 160 windows of one pixel: minutes of work if it were not stopped.
+        with pytest.raises(OnnxplainError) as caught:
+            client.explain("cnn", image, method="occlusion", window=1, stride=1, timeout=1.0)
+        assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 5
+        time.sleep(0.5)
+        assert busy_fraction(server.process.pid) < 0.2, "the server kept computing after the deadline"
+        # And it still serves.
+        assert client.predict("cnn", image).scores.shape == (5,)

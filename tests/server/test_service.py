@@ -1,0 +1,124 @@
+"""The service as other tools see it: gRPC health, reflection, streaming, method listing, and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from onnxplain.client import AsyncClient, Client, Explanation, PartialMap, Progress
+from onnxplain.server.demo import SAMPLES
+
+SERVICE = "onnxplain.v1.ExplainService"
+
+
+def test_health_reports_serving_for_the_server_and_the_service(demo_server) -> None:
+    with grpc.insecure_channel(demo_server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", SERVICE):
+            response = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(demo_server) -> None:
+    with grpc.insecure_channel(demo_server.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(stub.ServerReflectionInfo(iter([request]), timeout=10))
+        names = {service.name for service in response.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+def test_methods_list_occlusion_with_its_parameters(demo_client: Client) -> None:
+    methods = {method.name: method for method in demo_client.methods()}
+    assert {p.name for p in methods["occlusion"].parameters} == {"window", "stride", "baseline"}
+
+
+def test_metadata_describes_the_demo_model(demo_client: Client) -> None:
+    metadata = demo_client.metadata("digits")
+    assert metadata.num_classes == 10
+    assert metadata.labels[6] == "six"
+    assert metadata.providers == ["CPUExecutionProvider"]
+    assert [tuple(i.shape) for i in metadata.inputs] == [(-1, 1, 28, 28)]
+    assert any(m.name == "occlusion" and m.supported for m in metadata.methods)
+
+
+def test_stream_sends_progress_then_the_same_result_as_unary(demo_client: Client) -> None:
+    image = SAMPLES / "digit_6_strokes.png"
+    events = list(demo_client.explain_stream("digits", image, method="occlusion", window=2, stride=1))
+    progress = [e for e in events if isinstance(e, Progress)]
+    partials = [e for e in events if isinstance(e, PartialMap)]
+    final = events[-1]
+    assert isinstance(final, Explanation)
+    assert progress and progress[-1].passes_done == progress[-1].passes_total == 27 * 27
+    assert partials, "long runs stream partial maps"
+    unary = demo_client.explain("digits", image, method="occlusion", window=2, stride=1)
+    np.testing.assert_allclose(final.attribution, unary.attribution, atol=1e-6)
+
+
+def test_overlay_png_is_the_original_image_size(demo_client: Client) -> None:
+    explanation = demo_client.explain("digits", SAMPLES / "digit_4_strokes.png", method="occlusion", overlay=True)
+    overlay = cv2.imdecode(np.frombuffer(explanation.overlays[0], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert overlay.shape == (112, 112, 3)
+    assert explanation.geometry.original_height == 112
+
+
+def test_cli_explain_writes_map_and_overlay(demo_server, tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "onnxplain.client.cli.main",
+        "explain",
+        "--server",
+        demo_server.target,
+        "--model",
+        "digits",
+        "--method",
+        "occlusion",
+        str(SAMPLES / "digit_7_strokes.png"),
+        "-o",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    attribution = np.load(tmp_path / "digit_7_strokes.occlusion.npy")
+    assert attribution.shape == (28, 28)
+    assert cv2.imread(str(tmp_path / "digit_7_strokes.occlusion.png")).shape == (112, 112, 3)
+
+
+def test_cli_reports_server_errors_with_exit_code_1(demo_server) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "onnxplain.client.cli.main",
+        "predict",
+        "--server",
+        demo_server.target,
+        "--model",
+        "nope",
+        str(SAMPLES / "digit_3_clean.png"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "NOT_FOUND" in result.stderr and "nope" in result.stderr
+
+
+def test_async_client_predicts_and_explains(demo_server) -> None:
+    async def run() -> tuple:
+        async with AsyncClient(demo_server.target, timeout=60) as client:
+            prediction = await client.predict("digits", SAMPLES / "digit_3_clean.png")
+            explanation = await client.explain(
+                "digits", SAMPLES / "digit_3_clean.png", method="occlusion", target="three"
+            )
+            return prediction, explanation
+
+    prediction, explanation = asyncio.run(run())
+    assert prediction.top[0].label == "three"
+    assert explanation.targets == [3] and explanation.attribution.shape == (28, 28)

@@ -56,9 +56,9 @@ _PARAM_KINDS = {
 def tensor_to_array(tensor: tensor_pb.Tensor) -> np.ndarray:
     dtype = DTYPES.get(tensor.dtype)
     if dtype is None:
-        raise InvalidInput(
-            f"tensor dtype {tensor_pb.DataType.Name(tensor.dtype)} is not supported; send DATA_TYPE_FLOAT32"
-        )
+        known = tensor.dtype in tensor_pb.DataType.values()
+        name = tensor_pb.DataType.Name(tensor.dtype) if known else f"value {tensor.dtype}"
+        raise InvalidInput(f"tensor dtype {name} is not supported; send DATA_TYPE_FLOAT32")
     shape = list(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"tensor shape {shape} has a negative dimension")

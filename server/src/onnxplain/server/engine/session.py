@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
 
 _ORT_ERROR_LEVEL = 3
+_IR_VERSION_LIMIT = re.compile(r"Unsupported model IR version: \d+, max supported IR version: (\d+)")
 _INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -45,7 +48,7 @@ class ModelSession:
         output_name: str,
         fixed_batch: int | None,
     ) -> None:
-        self._session = ort.InferenceSession(str(model_path), session_options(threads), providers=list(providers))
+        self._session = _create_session(model_path, session_options(threads), list(providers))
         self.input_name = input_name
         self.output_name = output_name
         self.fixed_batch = fixed_batch
@@ -84,6 +87,20 @@ class ModelSession:
                 raise Cancelled("the call was cancelled") from error
             raise _classify_run_error(error, batch.shape) from error
         return _as_class_scores(scores)
+
+
+def _create_session(path: Path, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    """A session from the file; a model stamped with a newer IR version than this ONNX Runtime reads (recent onnx
+    releases stamp the newest by default) is retried with the highest IR version it accepts."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:
+        supported = _IR_VERSION_LIMIT.search(str(error))
+        if supported is None:
+            raise
+    model = onnx.load(str(path))  # with external data, resolved beside the file
+    model.ir_version = int(supported.group(1))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
 
 def _as_class_scores(scores: np.ndarray) -> np.ndarray:

@@ -49,11 +49,14 @@ def explain(
     if query.render is not None:
         _check_render(query.render)
     prepared = prepare_images(model, query.images, settings.limits)
-    base_scores = score_images(model, [image.tensor for image in prepared], token)
-    passes = PassCounter(forward=len(prepared), runs=1, batch_size=len(prepared))
-    explanations = []
-    for index, (image, scores) in enumerate(zip(prepared, base_scores, strict=True)):
-        targets = resolve_targets(query.targets, scores, model.labels, settings.limits.max_targets)
+    tensors = [image.tensor for image in prepared]
+    base_scores = score_images(model, tensors, token)
+    # Every image's targets are checked before any method pass runs.
+    limit = settings.limits.max_targets
+    targets_per_image = [resolve_targets(query.targets, scores, model.labels, limit) for scores in base_scores]
+    passes = PassCounter(forward=len(prepared), runs=len({t.shape for t in tensors}), batch_size=len(prepared))
+    explanations, used_params = [], []
+    for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token)
         target_scores = scorer.select(scores[None, :])[0]
         job = ExplainJob(
@@ -62,16 +65,17 @@ def explain(
             scores=scores,
             scorer=scorer,
             batch_size=_batch_size(model, image.tensor, settings),
-            progress=None
-            if progress is None
-            else _image_progress(progress, index, model, targets, target_scores, started),
+            progress=progress and _image_progress(progress, index, model, targets, target_scores, started),
             max_forward_passes=settings.limits.max_forward_passes,
         )
-        maps = method.attribute(job, params)
+        # A copy per image: defaults a method derives from one image's size must not carry over to the next.
+        used_params.append(dict(params))
+        maps = method.attribute(job, used_params[-1])
         explanations.append(_image_explanation(model, image, scores, targets, target_scores, maps, query))
         _add(passes, scorer.passes)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
-    return ExplainResult(model.name, model.version, method.name, explanations, cost, params, model.session.providers)
+    providers = model.session.providers
+    return ExplainResult(model.name, model.version, method.name, explanations, cost, used_params[0], providers)
 
 
 def _image_progress(

@@ -12,9 +12,13 @@ from onnxplain.server.imaging.geometry import Geometry, map_to_original
 from onnxplain.server.imaging.preprocess import preprocess, target_size
 from onnxplain.server.imaging.spec import PreprocessingSpec
 
-IMAGENET = PreprocessingSpec(
-    resize=(256,), center_crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-)
+
+def spec_for_model(**fields) -> PreprocessingSpec:
+    """A spec as the loader hands it over: the layout filled in (NCHW unless a test names another)."""
+    return PreprocessingSpec(**{"layout": "NCHW", **fields})
+
+
+IMAGENET = spec_for_model(resize=(256,), center_crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def ramp(height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -44,7 +48,7 @@ def test_square_and_already_sized_images() -> None:
 
 
 def test_crop_offset_ties_round_half_to_even() -> None:
-    spec = PreprocessingSpec(center_crop=(224, 224))
+    spec = spec_for_model(center_crop=(224, 224))
     # (257 - 224) / 2 = 16.5 -> 16; (259 - 224) / 2 = 17.5 -> 18.
     _, geometry = preprocess(ramp(257, 259), spec)
     assert (geometry.crop_top, geometry.crop_left) == (16, 18)
@@ -52,21 +56,21 @@ def test_crop_offset_ties_round_half_to_even() -> None:
 
 def test_crop_takes_the_center_pixels_unchanged() -> None:
     image = ramp(10, 12)
-    spec = PreprocessingSpec(center_crop=(4, 6), scale=1.0, layout="NHWC")
+    spec = spec_for_model(center_crop=(4, 6), scale=1.0, layout="NHWC")
     tensor, geometry = preprocess(image, spec)
     assert (geometry.crop_top, geometry.crop_left) == (3, 3)
     np.testing.assert_array_equal(tensor, image[3:7, 3:9].astype(np.float32))
 
 
 def test_exact_resize() -> None:
-    tensor, geometry = preprocess(ramp(50, 80), PreprocessingSpec(resize=(32, 48), interpolation="area"))
+    tensor, geometry = preprocess(ramp(50, 80), spec_for_model(resize=(32, 48), interpolation="area"))
     assert tensor.shape == (3, 32, 48)
     assert geometry == Geometry(50, 80, 32, 48, 0, 0, 32, 48)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "nearest", "cubic", "area"])
 def test_interpolations_and_gray(interpolation: str) -> None:
-    spec = PreprocessingSpec(resize=(20,), color="gray", interpolation=interpolation)  # type: ignore[arg-type]
+    spec = spec_for_model(resize=(20,), color="gray", interpolation=interpolation)  # type: ignore[arg-type]
     tensor, geometry = preprocess(ramp(40, 60, 1), spec)
     assert tensor.shape == (1, 20, 30) and (geometry.resized_height, geometry.resized_width) == (20, 30)
 
@@ -74,7 +78,7 @@ def test_interpolations_and_gray(interpolation: str) -> None:
 def test_mean_std_normalisation() -> None:
     image = np.empty((4, 4, 3), dtype=np.uint8)
     image[...] = (255, 0, 51)
-    spec = PreprocessingSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    spec = spec_for_model(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     tensor, _ = preprocess(image, spec)
     expected = [(1.0 - 0.485) / 0.229, (0.0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225]
     for channel, value in enumerate(expected):
@@ -83,14 +87,14 @@ def test_mean_std_normalisation() -> None:
 
 def test_single_mean_and_std_broadcast() -> None:
     image = np.full((2, 3, 3), 100, dtype=np.uint8)
-    tensor, _ = preprocess(image, PreprocessingSpec(scale=1.0, mean=(50.0,), std=(25.0,)))
+    tensor, _ = preprocess(image, spec_for_model(scale=1.0, mean=(50.0,), std=(25.0,)))
     np.testing.assert_allclose(tensor, 2.0)
 
 
 def test_nchw_and_nhwc_hold_the_same_values() -> None:
     image = ramp(30, 40)
-    nchw, _ = preprocess(image, PreprocessingSpec(layout="NCHW"))
-    nhwc, _ = preprocess(image, PreprocessingSpec(layout="NHWC"))
+    nchw, _ = preprocess(image, spec_for_model(layout="NCHW"))
+    nhwc, _ = preprocess(image, spec_for_model(layout="NHWC"))
     assert nchw.shape == (3, 30, 40) and nhwc.shape == (30, 40, 3)
     assert nchw.flags.c_contiguous and nhwc.flags.c_contiguous
     np.testing.assert_array_equal(nchw, nhwc.transpose(2, 0, 1))
@@ -99,18 +103,18 @@ def test_nchw_and_nhwc_hold_the_same_values() -> None:
 
 def test_crop_larger_than_the_image_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="smaller than the 224x224 center crop"):
-        preprocess(ramp(100, 300), PreprocessingSpec(center_crop=(224, 224)))
+        preprocess(ramp(100, 300), spec_for_model(center_crop=(224, 224)))
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        PreprocessingSpec(mean=(0.1, 0.2)),
-        PreprocessingSpec(std=(1.0, 1.0)),
-        PreprocessingSpec(std=(0.0,)),
-        PreprocessingSpec(resize=(1, 2, 3)),
-        PreprocessingSpec(resize=(0,)),
-        PreprocessingSpec(center_crop=(1, 2, 3)),
+        spec_for_model(mean=(0.1, 0.2)),
+        spec_for_model(std=(1.0, 1.0)),
+        spec_for_model(std=(0.0,)),
+        spec_for_model(resize=(1, 2, 3)),
+        spec_for_model(resize=(0,)),
+        spec_for_model(center_crop=(1, 2, 3)),
     ],
 )
 def test_bad_specs_are_configuration_errors(spec: PreprocessingSpec) -> None:
@@ -120,21 +124,21 @@ def test_bad_specs_are_configuration_errors(spec: PreprocessingSpec) -> None:
 
 def test_channel_mismatch_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="expected an"):
-        preprocess(ramp(8, 8, 1), PreprocessingSpec(color="rgb"))
+        preprocess(ramp(8, 8, 1), spec_for_model(color="rgb"))
 
 
 def test_target_size() -> None:
     assert target_size(IMAGENET) == (224, 224)
-    assert target_size(PreprocessingSpec(resize=(32, 48))) == (32, 48)
-    assert target_size(PreprocessingSpec(resize=(32, 48), center_crop=(30, 40))) == (30, 40)
-    assert target_size(PreprocessingSpec(resize=(256,))) is None
-    assert target_size(PreprocessingSpec()) is None
+    assert target_size(spec_for_model(resize=(32, 48))) == (32, 48)
+    assert target_size(spec_for_model(resize=(32, 48), center_crop=(30, 40))) == (30, 40)
+    assert target_size(spec_for_model(resize=(256,))) is None
+    assert target_size(spec_for_model()) is None
 
 
 @settings(max_examples=40, deadline=None)
 @given(height=st.integers(1, 300), width=st.integers(1, 300))
 def test_fixed_specs_always_produce_target_size(height: int, width: int) -> None:
-    spec = PreprocessingSpec(resize=(64,), center_crop=(56, 60))
+    spec = spec_for_model(resize=(64,), center_crop=(56, 60))
     tensor, geometry = preprocess(ramp(height, width), spec)
     assert tensor.shape == (3, 56, 60) and target_size(spec) == (56, 60)
     assert min(geometry.resized_height, geometry.resized_width) == 64

@@ -59,6 +59,13 @@ class ModelSession:
     def providers(self) -> list[str]:
         return self._session.get_providers()
 
+    def runs_for(self, images: int) -> int:
+        """How many ONNX Runtime runs `run` makes for this many images."""
+        return -(-images // self.fixed_batch) if self.fixed_batch else 1
+
+    def images_per_run(self, images: int) -> int:
+        return min(images, self.fixed_batch) if self.fixed_batch else images
+
     def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
         """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""
         step = self.fixed_batch

@@ -50,11 +50,11 @@ def explain(
         _check_render(query.render)
     prepared = prepare_images(model, query.images, settings.limits)
     tensors = [image.tensor for image in prepared]
-    base_scores = score_images(model, tensors, token)
+    passes = PassCounter()
+    base_scores = score_images(model, tensors, token, passes)
     # Every image's targets are checked before any method pass runs.
     limit = settings.limits.max_targets
     targets_per_image = [resolve_targets(query.targets, scores, model.labels, limit) for scores in base_scores]
-    passes = PassCounter(forward=len(prepared), runs=len({t.shape for t in tensors}), batch_size=len(prepared))
     explanations, used_params = [], []
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token)
@@ -72,7 +72,7 @@ def explain(
         used_params.append(dict(params))
         maps = method.attribute(job, used_params[-1])
         explanations.append(_image_explanation(model, image, scores, targets, target_scores, maps, query))
-        _add(passes, scorer.passes)
+        passes.add(scorer.passes)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
     providers = model.session.providers
     return ExplainResult(model.name, model.version, method.name, explanations, cost, used_params[0], providers)
@@ -153,10 +153,3 @@ def _check_render(render: RenderQuery) -> None:
         render.clip_percentile,
         render.alpha,
     )
-
-
-def _add(total: PassCounter, part: PassCounter) -> None:
-    total.forward += part.forward
-    total.backward += part.backward
-    total.runs += part.runs
-    total.batch_size = max(total.batch_size, part.batch_size)

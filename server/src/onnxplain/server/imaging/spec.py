@@ -25,7 +25,8 @@ class PreprocessingSpec:
     scale: float = 1.0 / 255.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    layout: Layout = "NCHW"
+    # None until the model is loaded: then the model's own layout, unless the config names one.
+    layout: Layout | None = None
     interpolation: Interpolation = "linear"
 
     @property

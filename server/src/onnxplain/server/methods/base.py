@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.repository.model import LoadedModel
 
@@ -34,10 +35,23 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class PassCounter:
+    """What a request cost, counted as the session really ran it (a fixed-batch model runs in chunks)."""
+
     forward: int = 0
     backward: int = 0
     runs: int = 0
     batch_size: int = 1
+
+    def record_forward(self, session: ModelSession, images: int) -> None:
+        self.forward += images
+        self.runs += session.runs_for(images)
+        self.batch_size = max(self.batch_size, session.images_per_run(images))
+
+    def add(self, other: PassCounter) -> None:
+        self.forward += other.forward
+        self.backward += other.backward
+        self.runs += other.runs
+        self.batch_size = max(self.batch_size, other.batch_size)
 
 
 class Scorer:
@@ -53,9 +67,7 @@ class Scorer:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(n, T) scores of the targets for a batch of inputs in the model's layout."""
         scores = self.model.session.run(batch, self.token)
-        self.passes.forward += len(batch)
-        self.passes.runs += 1
-        self.passes.batch_size = max(self.passes.batch_size, len(batch))
+        self.passes.record_forward(self.model.session, len(batch))
         return self.select(scores)
 
     def select(self, scores: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ def _preprocessing(raw: Any, input_layout: Layout | None) -> PreprocessingSpec:
         scale=_number(section.get("scale", defaults.scale), "preprocessing.scale"),
         mean=_numbers(section.get("mean", defaults.mean), "preprocessing.mean"),
         std=_numbers(section.get("std", defaults.std), "preprocessing.std"),
-        layout=_choice(section.get("layout"), Layout, "preprocessing.layout") or input_layout or defaults.layout,
+        layout=_choice(section.get("layout"), Layout, "preprocessing.layout") or input_layout,
         interpolation=_choice(section.get("interpolation"), Interpolation, "preprocessing.interpolation")
         or defaults.interpolation,
     )

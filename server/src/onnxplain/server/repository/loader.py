@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         signature = read_signature(
             graph, input_name=config.input_name, output_name=config.output_name, layout=config.layout
         )
+        config = _with_model_layout(config, signature)
         _check_config_fits(config, signature)
         session = ModelSession(
             source.path,
@@ -38,6 +40,7 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
             fixed_batch=signature.fixed_batch,
         )
         num_classes = _warm_up(session, signature, config)
+        _check_labels(config, num_classes)
     except ModelLoadError:
         raise
     except Exception as error:
@@ -66,6 +69,19 @@ def _all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     tensors = list(model.graph.initializer)
     tensors += [attr.t for node in model.graph.node for attr in node.attribute if attr.HasField("t")]
     return tensors
+
+
+def _with_model_layout(config: ModelConfig, signature: ModelSignature) -> ModelConfig:
+    """Preprocessing that names no layout produces the layout the graph has."""
+    spec = config.preprocessing
+    if spec is None or spec.layout is not None:
+        return config
+    return replace(config, preprocessing=replace(spec, layout=signature.layout))
+
+
+def _check_labels(config: ModelConfig, num_classes: int | None) -> None:
+    if config.labels and num_classes is not None and len(config.labels) != num_classes:
+        raise ModelLoadError(f"the config has {len(config.labels)} labels but the model outputs {num_classes} classes")
 
 
 def _check_config_fits(config: ModelConfig, signature: ModelSignature) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from onnxplain.v1 import explain_service_pb2 as pb
 from onnxplain.v1 import explain_service_pb2_grpc as pb_grpc
 
 Result = TypeVar("Result")
+log = logging.getLogger("onnxplain.server")
 
 
 class ExplainServicer(pb_grpc.ExplainServiceServicer):
@@ -43,6 +45,8 @@ class ExplainServicer(pb_grpc.ExplainServiceServicer):
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             token.cancel()
+            # The worker ends with Cancelled at its next check; nobody awaits it any more, so consume that here.
+            future.add_done_callback(_consume_result)
             raise
 
     @unary
@@ -109,3 +113,8 @@ class ExplainServicer(pb_grpc.ExplainServiceServicer):
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: Any) -> pb.UnloadModelResponse:
         statuses = self._registry.unload(request.model_name, request.model_version)
         return pb.UnloadModelResponse(statuses=[convert.model_status(s) for s in statuses])
+
+
+def _consume_result(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.info("cancelled work stopped: %s", future.exception())

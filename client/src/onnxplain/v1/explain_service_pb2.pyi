@@ -28,12 +28,14 @@ SCORE_SPACE_RAW: ScoreSpace
 SCORE_SPACE_PROBABILITY: ScoreSpace
 
 class Image(_message.Message):
-    __slots__ = ("encoded", "tensor")
+    __slots__ = ("encoded", "tensor", "segments")
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     encoded: bytes
     tensor: _tensor_pb2.Tensor
-    def __init__(self, encoded: _Optional[bytes] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    segments: _tensor_pb2.Tensor
+    def __init__(self, encoded: _Optional[bytes] = ..., tensor: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., segments: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("class_index", "label", "top_k")
@@ -183,14 +185,16 @@ class TargetAttribution(_message.Message):
     def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
 
 class ImageExplanation(_message.Message):
-    __slots__ = ("attributions", "scores", "geometry")
+    __slots__ = ("attributions", "scores", "geometry", "segments")
     ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     attributions: _containers.RepeatedCompositeFieldContainer[TargetAttribution]
     scores: _tensor_pb2.Tensor
     geometry: Geometry
-    def __init__(self, attributions: _Optional[_Iterable[_Union[TargetAttribution, _Mapping]]] = ..., scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ...) -> None: ...
+    segments: _tensor_pb2.Tensor
+    def __init__(self, attributions: _Optional[_Iterable[_Union[TargetAttribution, _Mapping]]] = ..., scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., segments: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class Cost(_message.Message):
     __slots__ = ("forward_passes", "backward_passes", "batch_size", "runs", "elapsed_seconds")

@@ -72,11 +72,12 @@ def tensor_to_array(tensor: tensor_pb.Tensor) -> np.ndarray:
 
 def image_input(image: pb.Image) -> schema.ImageInput:
     source = image.WhichOneof("source")
+    segments = tensor_to_array(image.segments) if image.HasField("segments") else None
     if source == "encoded":
-        return schema.ImageInput(encoded=image.encoded)
+        return schema.ImageInput(encoded=image.encoded, segments=segments)
     if source == "tensor":
-        return schema.ImageInput(tensor=tensor_to_array(image.tensor))
-    return schema.ImageInput()
+        return schema.ImageInput(tensor=tensor_to_array(image.tensor), segments=segments)
+    return schema.ImageInput(segments=segments)
 
 
 def predict_query(request: pb.PredictRequest) -> schema.PredictQuery:
@@ -135,6 +136,11 @@ def array_to_tensor(array: np.ndarray) -> tensor_pb.Tensor:
     return tensor_pb.Tensor(dtype=tensor_pb.DATA_TYPE_FLOAT32, shape=array.shape, data=array.tobytes())
 
 
+def segments_to_tensor(segments: np.ndarray) -> tensor_pb.Tensor:
+    segments = np.ascontiguousarray(segments, dtype="<i4")
+    return tensor_pb.Tensor(dtype=tensor_pb.DATA_TYPE_INT32, shape=segments.shape, data=segments.tobytes())
+
+
 def parameter_message(value: Any) -> pb.Parameter:
     if isinstance(value, bool):
         return pb.Parameter(flag=value)
@@ -188,6 +194,7 @@ def explain_response(result: schema.ExplainResult) -> pb.ExplainResponse:
                 attributions=[target_attribution(t) for t in explanation.attributions],
                 scores=array_to_tensor(explanation.scores),
                 geometry=geometry_message(explanation.geometry) if explanation.geometry else None,
+                segments=None if explanation.segments is None else segments_to_tensor(explanation.segments),
             )
             for explanation in result.explanations
         ],

@@ -24,7 +24,7 @@ from onnxplain.server.handlers.schema import (
 from onnxplain.server.handlers.targets import resolve_targets
 from onnxplain.server.imaging.geometry import map_to_original
 from onnxplain.server.imaging.render import render_overlay
-from onnxplain.server.methods.base import ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
+from onnxplain.server.methods.base import Attribution, ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
 from onnxplain.server.methods.parameters import parse_parameters
 from onnxplain.server.methods.registry import get_method
 from onnxplain.server.repository.model import LoadedModel
@@ -67,11 +67,12 @@ def explain(
             batch_size=_batch_size(model, image.tensor, settings),
             progress=progress and _image_progress(progress, index, model, targets, target_scores, started),
             max_forward_passes=settings.limits.max_forward_passes,
+            segments=image.segments,
         )
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
-        maps = method.attribute(job, used_params[-1])
-        explanations.append(_image_explanation(model, image, scores, targets, target_scores, maps, query))
+        attribution = method.attribute(job, used_params[-1])
+        explanations.append(_image_explanation(model, image, scores, targets, target_scores, attribution, query))
         passes.add(scorer.passes)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
     providers = model.session.providers
@@ -113,17 +114,16 @@ def _image_explanation(
     scores: np.ndarray,
     targets: list[int],
     target_scores: np.ndarray,
-    maps: np.ndarray,
+    attribution: Attribution,
     query: ExplainQuery,
 ) -> ImageExplanation:
-    attributions = []
-    for class_index, target_score, spatial in zip(targets, target_scores, maps, strict=True):
-        attribution = _shaped(spatial, image.tensor, model.signature.layout, query.attribution_shape)
-        overlay = b"" if query.render is None else _overlay(image, spatial, model.signature.layout, query.render)
-        attributions.append(
-            TargetMap(class_index, model.label_of(class_index), float(target_score), attribution, overlay)
-        )
-    return ImageExplanation(attributions=attributions, scores=scores, geometry=image.geometry)
+    layout = model.signature.layout
+    target_maps = []
+    for class_index, target_score, spatial in zip(targets, target_scores, attribution.maps, strict=True):
+        shaped = _shaped(spatial, image.tensor, layout, query.attribution_shape)
+        overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render)
+        target_maps.append(TargetMap(class_index, model.label_of(class_index), float(target_score), shaped, overlay))
+    return ImageExplanation(target_maps, scores, image.geometry, attribution.segments)
 
 
 def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class PreparedImage:
     # The decoded original image (uint8 HxWxC) to draw overlays on; for raw tensors a rendering of the tensor.
     picture: np.ndarray
     geometry: Geometry | None
+    segments: np.ndarray | None = None
 
 
 def prepare_images(model: LoadedModel, images: list[ImageInput], limits: Limits) -> list[PreparedImage]:
@@ -35,10 +36,14 @@ def prepare_images(model: LoadedModel, images: list[ImageInput], limits: Limits)
 def _prepare(model: LoadedModel, image: ImageInput, index: int, limits: Limits) -> PreparedImage:
     try:
         if image.encoded is not None:
-            return _from_encoded(model, image.encoded, limits)
-        if image.tensor is not None:
-            return _from_tensor(model, image.tensor, limits)
-        raise InvalidInput("the image has neither encoded bytes nor a tensor")
+            prepared = _from_encoded(model, image.encoded, limits)
+        elif image.tensor is not None:
+            prepared = _from_tensor(model, image.tensor, limits)
+        else:
+            raise InvalidInput("the image has neither encoded bytes nor a tensor")
+        if image.segments is None:
+            return prepared
+        return replace(prepared, segments=_checked_segments(image.segments, _spatial_size(model, prepared.tensor)))
     except InvalidInput as error:
         raise InvalidInput(f"image {index}: {error}") from error
 
@@ -77,3 +82,19 @@ def _from_tensor(model: LoadedModel, tensor: np.ndarray, limits: Limits) -> Prep
 
 def _describe(shape: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _spatial_size(model: LoadedModel, tensor: np.ndarray) -> tuple[int, int]:
+    return tensor.shape[1:3] if model.signature.layout == "NCHW" else tensor.shape[0:2]
+
+
+def _checked_segments(segments: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if segments.shape != tuple(size):
+        raise InvalidInput(
+            f"segments shape {list(segments.shape)} does not match the model input's spatial size {list(size)}"
+        )
+    if not np.issubdtype(segments.dtype, np.integer):
+        raise InvalidInput(f"segments must be integers (int32, int64 or uint8), got {segments.dtype}")
+    if segments.min() < 0:
+        raise InvalidInput("segments must be non-negative ids")
+    return segments.astype(np.int32)

@@ -19,6 +19,8 @@ class ImageInput:
 
     encoded: bytes | None = None
     tensor: np.ndarray | None = None
+    # Integer (H, W) segment ids at model-input resolution, for segment-based methods.
+    segments: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class ImageExplanation:
     attributions: list[TargetMap]
     scores: np.ndarray
     geometry: Geometry | None
+    segments: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,15 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class Attribution:
+    """A method's result for one image: (T, H, W) spatial maps, or (T, *input shape) for naturally input-shaped
+    methods; `segments` is the (H, W) int32 segmentation that segment-based methods attributed over."""
+
+    maps: np.ndarray
+    segments: np.ndarray | None = None
+
+
 @dataclass
 class PassCounter:
     """What a request cost, counted as the session really ran it (a fixed-batch model runs in chunks)."""
@@ -78,7 +87,8 @@ class Scorer:
 
 @dataclass
 class ExplainJob:
-    """One image to explain. `image` is in the model's layout without batch; `scores` are its raw (K,) scores."""
+    """One image to explain. `image` is in the model's layout without batch; `scores` are its raw (K,) scores;
+    `segments` is the client's (H, W) integer segment map when the request carried one."""
 
     model: LoadedModel
     image: np.ndarray
@@ -87,6 +97,12 @@ class ExplainJob:
     batch_size: int
     progress: ProgressCallback | None = None
     max_forward_passes: int = 0
+    segments: np.ndarray | None = None
+
+    @property
+    def target_scores(self) -> np.ndarray:
+        """(T,) scores of the targets on the unaltered image, in the request's score space."""
+        return self.scorer.select(self.scores[None, :])[0]
 
     @property
     def layout(self) -> str:
@@ -115,8 +131,6 @@ class AttributionMethod(ABC):
         return None
 
     @abstractmethod
-    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> np.ndarray:
-        """(T, H, W) spatial maps, or (T, *input shape) for naturally input-shaped methods.
-
-        Defaults the method chooses from the image (e.g. a window size) are written back into `params`,
-        so the response reports every parameter actually used."""
+    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
+        """Maps for the job's targets. Defaults the method chooses from the image (e.g. a window size) are
+        written back into `params`, so the response reports every parameter actually used."""

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.methods.base import ExplainJob
+from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.parameters import Param, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
@@ -71,6 +71,7 @@ class OcclusionPlan:
         self.cols = _window_spans(width, window[1], stride[1])
         self.count = len(self.rows) * len(self.cols)
         self.baseline = baseline
+        self.original = job.target_scores
         self.total = np.zeros((len(job.scorer.targets), height * width), dtype=np.float64)
         # Windows are products of a row span and a column span, so coverage is an outer product of sums.
         self.coverage = np.outer(self.rows.sum(axis=0), self.cols.sum(axis=0)).reshape(-1).astype(np.float64)
@@ -87,14 +88,15 @@ class OcclusionPlan:
         image = self.job.image[None]
         return image + masks * (self.baseline[None] - image)
 
-    def accumulate(self, start: int, stop: int, deltas: np.ndarray) -> None:
+    def accumulate(self, start: int, stop: int, scores: np.ndarray) -> None:
+        deltas = self.original[None, :] - scores
         masks = self._masks(start, stop).reshape(stop - start, -1)
         self.total += deltas.T.astype(np.float64) @ masks
 
-    def maps(self) -> np.ndarray:
+    def result(self) -> Attribution:
         height, width = self.job.spatial_size
         covered = np.maximum(self.coverage, 1.0)
-        return (self.total / covered).astype(np.float32).reshape(-1, height, width)
+        return Attribution((self.total / covered).astype(np.float32).reshape(-1, height, width))
 
 
 def _window_spans(size: int, window: int, stride: int) -> np.ndarray:

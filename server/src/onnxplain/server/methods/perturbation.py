@@ -7,12 +7,13 @@ so all perturbation methods run at the speed of plain batched forward passes.
 from __future__ import annotations
 
 from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.methods.base import AttributionMethod, ExplainJob, Family, Progress
+from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, Family, Progress
 
 # Partial maps are sent at most this often (in batches) to keep streaming cheap.
 _PARTIAL_EVERY = 4
@@ -22,13 +23,14 @@ class PerturbationPlan(Protocol):
     count: int
 
     def perturbed(self, start: int, stop: int) -> np.ndarray:
-        """Inputs for perturbations [start, stop) in the model's layout, shape (stop - start, *input shape)."""
+        """Inputs for perturbations [start, stop) in the model's layout, shape (stop - start, *input shape).
+        Called from a helper thread one batch ahead, so it must only read the plan's state."""
 
-    def accumulate(self, start: int, stop: int, deltas: np.ndarray) -> None:
-        """Take (stop - start, T) score changes: score(original) - score(perturbed)."""
+    def accumulate(self, start: int, stop: int, scores: np.ndarray) -> None:
+        """Take the (stop - start, T) target scores of those perturbed inputs."""
 
-    def maps(self) -> np.ndarray:
-        """(T, H, W) maps from what was accumulated so far."""
+    def result(self) -> Attribution:
+        """Maps from what was accumulated so far."""
 
 
 class PerturbationMethod(AttributionMethod):
@@ -38,18 +40,23 @@ class PerturbationMethod(AttributionMethod):
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> PerturbationPlan:
         """Validate parameters against the image and lay out the perturbations."""
 
-    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> np.ndarray:
+    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         plan = self.plan(job, params)
         if job.max_forward_passes and plan.count > job.max_forward_passes:
             raise InvalidInput(
                 f"method {self.name!r} with these parameters needs {plan.count} forward passes; "
                 f"the server allows {job.max_forward_passes} per image"
             )
-        original = job.scorer.select(job.scores[None, :])[0]
-        for index, start in enumerate(range(0, plan.count, job.batch_size)):
-            stop = min(start + job.batch_size, plan.count)
-            plan.accumulate(start, stop, original[None, :] - job.scorer(plan.perturbed(start, stop)))
-            if job.progress is not None:
-                partial = plan.maps() if index % _PARTIAL_EVERY == _PARTIAL_EVERY - 1 else None
-                job.progress(Progress(stop, plan.count, partial))
-        return plan.maps()
+        batches = [(start, min(start + job.batch_size, plan.count)) for start in range(0, plan.count, job.batch_size)]
+        # Perturbations for batch i + 1 are built while ONNX Runtime (which releases the GIL) runs batch i.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-perturb") as builder:
+            upcoming = builder.submit(plan.perturbed, *batches[0])
+            for index, (start, stop) in enumerate(batches):
+                inputs = upcoming.result()
+                if index + 1 < len(batches):
+                    upcoming = builder.submit(plan.perturbed, *batches[index + 1])
+                plan.accumulate(start, stop, job.scorer(inputs))
+                if job.progress is not None:
+                    partial = plan.result().maps if index % _PARTIAL_EVERY == _PARTIAL_EVERY - 1 else None
+                    job.progress(Progress(stop, plan.count, partial))
+        return plan.result()

@@ -12,7 +12,7 @@ import pytest
 from support.models import SmallCNN, export, write_model
 from support.servers import start_server
 
-from onnxplain.client import Client, OnnxplainError
+from onnxplain.client import Client, OnnxplainError, PartialMap
 
 SIDE = 160
 
@@ -50,3 +50,16 @@ def test_deadline_stops_a_long_explanation(server) -> None:
         assert busy_fraction(server.process.pid) < 0.2, "the server kept computing after the deadline"
         # And it still serves.
         assert client.predict("cnn", image).scores.shape == (5,)
+
+
+def test_a_stream_past_its_deadline_still_delivers_partial_maps(server) -> None:
+    image = np.random.default_rng(1).random((3, SIDE, SIDE), dtype=np.float32)
+    received = []
+    with Client(server.target) as client, pytest.raises(OnnxplainError) as caught:
+        for event in client.explain_stream("cnn", image, method="occlusion", window=1, stride=1, timeout=2.0):
+            received.append(event)
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    partials = [event for event in received if isinstance(event, PartialMap)]
+    assert partials, "partial maps are streamed before the deadline"
+    assert partials[-1].attribution.shape == (SIDE, SIDE)
+    assert np.abs(partials[-1].attribution).sum() > 0

@@ -38,6 +38,16 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         default=40_000_000,
         help="encoded images above this many pixels are refused before decoding",
     )
+    parser.add_argument(
+        "--max-forward-passes", type=int, default=100_000, help="most forward passes one image's explanation may take"
+    )
+    parser.add_argument("--max-batch-size", type=int, default=64, help="most images per ONNX Runtime run")
+    parser.add_argument(
+        "--batch-memory-mb",
+        type=int,
+        default=0,
+        help="memory one perturbation batch may take (inputs and activations); 0: a quarter of free memory, <= 1 GiB",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.set_defaults(handler=run_serve)
 
@@ -60,7 +70,9 @@ def run_serve(args: argparse.Namespace) -> int:
         device_id=args.device_id,
         threads=args.threads,
         workers=args.workers,
-        limits=Limits(max_image_pixels=args.max_image_pixels),
+        batch_memory_bytes=args.batch_memory_mb * 1024 * 1024,
+        max_batch_size=args.max_batch_size,
+        limits=Limits(max_image_pixels=args.max_image_pixels, max_forward_passes=args.max_forward_passes),
     )
     asyncio.run(serve(settings))
     return 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from onnxplain.server.engine.batching import default_batch_memory
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -32,10 +34,15 @@ class ServerSettings:
     threads: int = 0
     # Concurrent ONNX Runtime runs (the executor the gRPC handlers hand work to).
     workers: int = 2
-    # Memory a perturbation batch may take (inputs plus estimated activations), in bytes.
-    batch_memory_bytes: int = 512 * 1024 * 1024
+    # Memory a perturbation batch may take (inputs plus estimated activations), in bytes; 0 derives it from the
+    # memory available at start (see engine/batching.py).
+    batch_memory_bytes: int = 0
     max_batch_size: int = 64
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def batch_memory(self) -> int:
+        return self.batch_memory_bytes or default_batch_memory()
 
     @property
     def intra_op_threads(self) -> int:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import os
+
+# Upper bound of the derived budget: past this, bigger batches no longer run faster.
+_MAX_DERIVED_BUDGET = 1024 * 1024 * 1024
+_FALLBACK_BUDGET = 256 * 1024 * 1024
+
 
 def batch_size_for(bytes_per_image: int, memory_budget: int, max_batch: int, fixed_batch: int | None = None) -> int:
     """Largest batch whose inputs and activations fit the budget, at least 1, at most max_batch.
@@ -12,3 +19,13 @@ def batch_size_for(bytes_per_image: int, memory_budget: int, max_batch: int, fix
     if fixed_batch:
         size = max(fixed_batch, size - size % fixed_batch)
     return size
+
+
+@functools.cache
+def default_batch_memory() -> int:
+    """A quarter of the memory available when first asked, at most 1 GiB: room for concurrent requests."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return _FALLBACK_BUDGET
+    return max(_FALLBACK_BUDGET // 4, min(_MAX_DERIVED_BUDGET, available // 4))

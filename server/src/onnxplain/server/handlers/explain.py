@@ -105,7 +105,7 @@ def _image_progress(
 def _batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
     bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
     max_batch = model.config.max_batch_size or settings.max_batch_size
-    return batch_size_for(bytes_per_image, settings.batch_memory_bytes, max_batch, model.signature.fixed_batch)
+    return batch_size_for(bytes_per_image, settings.batch_memory, max_batch, model.signature.fixed_batch)
 
 
 def _image_explanation(

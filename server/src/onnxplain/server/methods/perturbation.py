@@ -6,6 +6,7 @@ so all perturbation methods run at the speed of plain batched forward passes.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Protocol
@@ -15,8 +16,9 @@ import numpy as np
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, Family, Progress
 
-# Partial maps are sent at most this often (in batches) to keep streaming cheap.
-_PARTIAL_EVERY = 4
+# Seconds between partial maps in a stream: often enough that a short deadline still yields one, rare enough
+# that computing them (a fit, for LIME) costs little.
+PARTIAL_INTERVAL = 0.5
 
 
 class PerturbationPlan(Protocol):
@@ -51,12 +53,15 @@ class PerturbationMethod(AttributionMethod):
         # Perturbations for batch i + 1 are built while ONNX Runtime (which releases the GIL) runs batch i.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-perturb") as builder:
             upcoming = builder.submit(plan.perturbed, *batches[0])
+            last_partial = time.monotonic()
             for index, (start, stop) in enumerate(batches):
                 inputs = upcoming.result()
                 if index + 1 < len(batches):
                     upcoming = builder.submit(plan.perturbed, *batches[index + 1])
                 plan.accumulate(start, stop, job.scorer(inputs))
                 if job.progress is not None:
-                    partial = plan.result().maps if index % _PARTIAL_EVERY == _PARTIAL_EVERY - 1 else None
+                    partial = None
+                    if time.monotonic() - last_partial >= PARTIAL_INTERVAL and stop < plan.count:
+                        partial, last_partial = plan.result().maps, time.monotonic()
                     job.progress(Progress(stop, plan.count, partial))
         return plan.result()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from support.models import SmallCNN, export, write_model
+from support.processes import busy_fraction
 from support.servers import start_server
 
 from onnxplain.client import Client, OnnxplainError, PartialMap
@@ -24,17 +23,6 @@ def server(tmp_path_factory):
     running = start_server(repository)
     yield running
     running.stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_fraction(pid: int, seconds: float = 1.0) -> float:
-    start = cpu_seconds(pid)
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - start) / seconds
 
 
 def test_deadline_stops_a_long_explanation(server) -> None:

@@ -24,7 +24,7 @@ from onnxplain.client.catalog import (
 )
 from onnxplain.client.channel import MAX_MESSAGE_BYTES
 from onnxplain.client.errors import OnnxplainError
-from onnxplain.client.images import ImageLike, ImagesLike
+from onnxplain.client.images import ImageLike, ImagesLike, SegmentsLike
 from onnxplain.client.parameters import ParameterValue
 from onnxplain.client.responses import StreamEvent
 from onnxplain.client.results import ClassScore, Cost, Explanation, Geometry, PartialMap, Prediction, Progress
@@ -57,6 +57,7 @@ __all__ = [
     "Prediction",
     "Progress",
     "ScoreSpaceName",
+    "SegmentsLike",
     "StreamEvent",
     "TargetLike",
     "TargetsLike",

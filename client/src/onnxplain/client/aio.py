@@ -13,7 +13,7 @@ from onnxplain.client.calls import AttributionShapeName, Call, ExplainArgs, Scor
 from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
 from onnxplain.client.channel import DEFAULT_TARGET, ChannelOptions, channel_credentials, channel_options
 from onnxplain.client.errors import translating_rpc_errors
-from onnxplain.client.images import ImageLike, ImagesLike
+from onnxplain.client.images import ImageLike, ImagesLike, SegmentMap, SegmentMaps, SegmentsLike
 from onnxplain.client.parameters import ParameterValue
 from onnxplain.client.responses import StreamEvent
 from onnxplain.client.results import Explanation, Prediction
@@ -93,6 +93,7 @@ class AsyncClient:
         score_space: ScoreSpaceName = ...,
         overlay: bool = ...,
         colormap: str | None = ...,
+        segments: SegmentMap | None = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> Explanation: ...
@@ -109,6 +110,7 @@ class AsyncClient:
         score_space: ScoreSpaceName = ...,
         overlay: bool = ...,
         colormap: str | None = ...,
+        segments: SegmentMaps | None = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> list[Explanation]: ...
@@ -124,10 +126,15 @@ class AsyncClient:
         score_space: ScoreSpaceName = "raw",
         overlay: bool = False,
         colormap: str | None = None,
+        segments: SegmentsLike = None,
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> Explanation | list[Explanation]:
-        """Attribution maps; `**params` are the method's parameters (see `methods()`), e.g. window=(8, 8)."""
+        """Attribution maps; `**params` are the method's parameters (see `methods()`), e.g. window=(8, 8).
+
+        `segments`: an (H, W) integer array of segment ids at model-input resolution (a list, one per image, for
+        several images) that lime, kernel_shap and feature_ablation use instead of their own superpixels.
+        """
         args = ExplainArgs(
             model=model,
             images=images,
@@ -139,6 +146,7 @@ class AsyncClient:
             overlay=overlay,
             colormap=colormap,
             params=params,
+            segments=segments,
         )
         return await self._call(calls.explain(args), timeout)
 
@@ -154,6 +162,7 @@ class AsyncClient:
         score_space: ScoreSpaceName = "raw",
         overlay: bool = False,
         colormap: str | None = None,
+        segments: SegmentsLike = None,
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> AsyncIterator[StreamEvent]:
@@ -172,6 +181,7 @@ class AsyncClient:
             overlay=overlay,
             colormap=colormap,
             params=params,
+            segments=segments,
         )
         return self._stream(calls.explain_stream(args), timeout)
 

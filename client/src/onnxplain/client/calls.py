@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from google.protobuf.message import Message
 
 from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
-from onnxplain.client.images import ImagesLike, to_images
+from onnxplain.client.images import ImagesLike, SegmentsLike, to_images, with_segments
 from onnxplain.client.parameters import to_parameters
 from onnxplain.client.responses import (
     StreamEvent,
@@ -67,6 +67,7 @@ class ExplainArgs:
     overlay: bool
     colormap: str | None
     params: Mapping[str, object]
+    segments: SegmentsLike = None
 
 
 def explain(args: ExplainArgs) -> Call[Explanation | list[Explanation]]:
@@ -84,6 +85,7 @@ def explain_stream(args: ExplainArgs) -> Call[StreamEvent | None]:
 def build_explain_request(args: ExplainArgs) -> tuple[pb.ExplainRequest, bool]:
     """The request, and whether a single image was passed (the caller then gets a single Explanation)."""
     messages, single = to_images(args.images)
+    messages = with_segments(messages, args.segments, single)
     request = pb.ExplainRequest(
         model_name=args.model,
         model_version=args.version,

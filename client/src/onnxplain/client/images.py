@@ -17,6 +17,14 @@ ImageLike: TypeAlias = np.ndarray | bytes | bytearray | memoryview | str | os.Pa
 ImagesLike: TypeAlias = ImageLike | list[ImageLike] | tuple[ImageLike, ...]
 """One image (one result back) or a list/tuple of them (a list of results back)."""
 
+SegmentMap: TypeAlias = np.ndarray
+"""An (H, W) integer array of segment ids at model-input resolution (after the model's preprocessing)."""
+
+SegmentMaps: TypeAlias = list[SegmentMap | None] | tuple[SegmentMap | None, ...]
+"""One segment map (or None) per image of a list."""
+
+SegmentsLike: TypeAlias = SegmentMap | SegmentMaps | None
+
 
 def to_image(image: ImageLike) -> pb.Image:
     """Paths and bytes go as encoded images the server preprocesses; float arrays go as raw model-input tensors."""
@@ -42,6 +50,47 @@ def to_images(images: ImagesLike) -> tuple[list[pb.Image], bool]:
             raise ValueError("no images given")
         return [to_image(image) for image in images], False
     return [to_image(images)], True
+
+
+def with_segments(images: list[pb.Image], segments: SegmentsLike, single: bool) -> list[pb.Image]:
+    """The images with their segment maps attached as int32 tensors; the caller's messages are not modified.
+
+    A single image takes one map; a list of images takes a list with one map or None per image."""
+    if segments is None:
+        return images
+    if single:
+        if isinstance(segments, (list, tuple)):
+            raise TypeError("segments for a single image must be one (H, W) integer array, not a list")
+        maps: list[SegmentMap | None] = [segments]
+    else:
+        if not isinstance(segments, (list, tuple)):
+            raise TypeError("segments for a list of images must be a list with one (H, W) array or None per image")
+        if len(segments) != len(images):
+            raise ValueError(f"{len(segments)} segment maps for {len(images)} images; give one (or None) per image")
+        maps = list(segments)
+    attached = []
+    for index, (image, segment_map) in enumerate(zip(images, maps, strict=True)):
+        if segment_map is None:
+            attached.append(image)
+            continue
+        copy = pb.Image()
+        copy.CopyFrom(image)
+        copy.segments.CopyFrom(encode_tensor(_int32_segments(segment_map, index)))
+        attached.append(copy)
+    return attached
+
+
+def _int32_segments(segments: np.ndarray, index: int) -> np.ndarray:
+    # Rejected here rather than cast: casting floats or out-of-range ids would silently merge segments.
+    array = np.asarray(segments)
+    if array.ndim != 2:
+        raise ValueError(f"segments of image {index} must be (H, W), got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"segments of image {index} must be integers, got {array.dtype}")
+    info = np.iinfo(np.int32)
+    if array.size and (array.min() < 0 or array.max() > info.max):
+        raise ValueError(f"segments of image {index} must be ids between 0 and {info.max}")
+    return array.astype(np.int32)
 
 
 def _encoded(data: bytes, what: str) -> pb.Image:

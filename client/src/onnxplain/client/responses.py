@@ -71,6 +71,7 @@ def parse_explanation(
         geometry=parse_geometry(explanation.geometry) if explanation.HasField("geometry") else None,
         overlays=overlays if any(overlays) else [],
         providers=list(response.providers),
+        segments=decode_tensor(explanation.segments) if explanation.HasField("segments") else None,
     )
 
 

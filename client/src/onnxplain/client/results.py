@@ -103,6 +103,8 @@ class Explanation:
     overlays: list[bytes] = field(default_factory=list)
     """PNG overlays, one per target, when the request asked for them."""
     providers: list[str] = field(default_factory=list)
+    segments: np.ndarray | None = None
+    """(H, W) int32 segment ids 0..M-1 the maps were computed over (segment-based methods), else None."""
 
     def __repr__(self) -> str:
         return (

@@ -79,6 +79,13 @@ class Scorer:
         self.passes.record_forward(self.model.session, len(batch))
         return self.select(scores)
 
+    def in_space(self, space: ScoreSpace) -> Scorer:
+        """The same scorer giving scores in another space (a method defined on probabilities whatever the
+        request asked), counting its passes into this scorer's counter."""
+        scorer = Scorer(self.model, self.targets.tolist(), space, self.token)
+        scorer.passes = self.passes
+        return scorer
+
     def select(self, scores: np.ndarray) -> np.ndarray:
         if self.space == "probability":
             scores = self.model.to_probabilities(scores)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
+from onnxplain.server.methods.baselines import baseline_image
 from onnxplain.server.methods.parameters import Param, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
@@ -60,15 +60,15 @@ class Occlusion(PerturbationMethod):
                 f"parameter 'stride': {stride[0]}x{stride[1]} is larger than the window {window[0]}x{window[1]}"
             )
         params.update(window=window, stride=stride)
-        return OcclusionPlan(job, window, stride, _baseline(job, params["baseline"], window))
+        return OcclusionPlan(job, window, stride, baseline_image(job, params["baseline"], max(window) / 2))
 
 
 class OcclusionPlan:
     def __init__(self, job: ExplainJob, window: tuple[int, int], stride: tuple[int, int], baseline: np.ndarray) -> None:
         self.job = job
         height, width = job.spatial_size
-        self.rows = _window_spans(height, window[0], stride[0])
-        self.cols = _window_spans(width, window[1], stride[1])
+        self.rows = window_spans(height, window[0], stride[0])
+        self.cols = window_spans(width, window[1], stride[1])
         self.count = len(self.rows) * len(self.cols)
         self.baseline = baseline
         self.original = job.target_scores
@@ -99,28 +99,9 @@ class OcclusionPlan:
         return Attribution((self.total / covered).astype(np.float32).reshape(-1, height, width))
 
 
-def _window_spans(size: int, window: int, stride: int) -> np.ndarray:
+def window_spans(size: int, window: int, stride: int) -> np.ndarray:
     """(positions, size) bool: which pixels each window position covers along one axis."""
     positions = math.ceil((size - window) / stride) + 1
     starts = np.arange(positions)[:, None] * stride
     pixels = np.arange(size)[None, :]
     return (pixels >= starts) & (pixels < starts + window)
-
-
-def _baseline(job: ExplainJob, baseline: float | str, window: tuple[int, int]) -> np.ndarray:
-    image = job.image
-    if baseline == "mean":
-        axes = (1, 2) if job.layout == "NCHW" else (0, 1)
-        return np.broadcast_to(image.mean(axis=axes, keepdims=True), image.shape).astype(np.float32)
-    if baseline == "blur":
-        return _blurred(image, job.layout, sigma=max(window) / 2)
-    return np.full_like(image, baseline, dtype=np.float32)
-
-
-def _blurred(image: np.ndarray, layout: str, sigma: float) -> np.ndarray:
-    hwc = np.transpose(image, (1, 2, 0)) if layout == "NCHW" else image
-    blurred = cv2.GaussianBlur(
-        np.ascontiguousarray(hwc, dtype=np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
-    )
-    blurred = blurred.reshape(hwc.shape)
-    return np.ascontiguousarray(np.transpose(blurred, (2, 0, 1)) if layout == "NCHW" else blurred)

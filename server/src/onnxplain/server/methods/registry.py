@@ -24,7 +24,14 @@ def get_method(name: str) -> AttributionMethod:
 
 def _register_builtin_methods() -> None:
     # Imported for their @register side effect; one line per method module.
-    from onnxplain.server.methods import occlusion  # noqa: F401
+    from onnxplain.server.methods import (
+        feature_ablation,  # noqa: F401
+        kernel_shap,  # noqa: F401
+        lime,  # noqa: F401
+        occlusion,  # noqa: F401
+        prediction_difference,  # noqa: F401
+        rise,  # noqa: F401
+    )
 
 
 _register_builtin_methods()

@@ -1,0 +1,136 @@
+"""RISE (Petsiuk, Das & Saenko 2018): score the image under many random soft masks; a pixel's saliency is the
+score-weighted average of the masks that keep it.
+
+Perturbed input x * M + fill * (1 - M), M broadcast over channels. Normalisations:
+- keep_prob (the paper, the official code): S = sum_i f(x_i) M_i / (N p), N the masks scored so far;
+- mask_sum (Xplique): S = sum_i f(x_i) M_i / sum_i M_i per pixel, the empirical E[M] (0 where no mask kept it),
+  which corrects the uneven coverage of shifted masks near the borders.
+Every target comes from the same passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxplain.server.errors import InvalidInput
+from onnxplain.server.methods.base import Attribution, ExplainJob
+from onnxplain.server.methods.baselines import BASELINE_CHOICES, baseline_image
+from onnxplain.server.methods.parameters import Check, Param, one_of, positive
+from onnxplain.server.methods.perturbation import PerturbationMethod
+from onnxplain.server.methods.registry import register
+from onnxplain.server.methods.rise_masks import cell_sizes, rise_masks
+
+NORMALIZATIONS = ("keep_prob", "mask_sum")
+
+
+def _at_least(minimum: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}, got {value!r}"
+
+    return check
+
+
+def _open_unit_interval(value: Any) -> str | None:
+    return None if 0.0 < value < 1.0 else f"must be strictly between 0 and 1, got {value!r}"
+
+
+def _text_choice(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+
+    return check
+
+
+@register
+class Rise(PerturbationMethod):
+    name = "rise"
+    description = "Score the image under random upsampled binary masks; attribution = score-weighted mean of the masks."
+    parameters = (
+        Param("num_masks", "int", 4000, "number of random masks (one forward pass each)", positive),
+        Param("grid_size", "int", 7, "cells per side of the binary grid a mask is upsampled from", _at_least(2)),
+        Param("keep_prob", "float", 0.5, "probability that a grid cell keeps the image", _open_unit_interval),
+        Param("seed", "int", 0, "seed of the masks: the same seed gives the same masks and map", _at_least(0)),
+        Param(
+            "normalization",
+            "str",
+            "keep_prob",
+            "'keep_prob': divide by num_masks * keep_prob (the paper); 'mask_sum': divide each pixel by the sum of "
+            "its mask values (Xplique)",
+            _text_choice(*NORMALIZATIONS),
+        ),
+        Param(
+            "fill",
+            "float_or_str",
+            0.0,
+            "value masked-out pixels blend to (in model-input units), or 'mean' (the image's per-channel mean) or "
+            "'blur' (the image blurred with a Gaussian of sigma = half a grid cell)",
+            one_of(*BASELINE_CHOICES),
+        ),
+    )
+
+    def plan(self, job: ExplainJob, params: dict[str, Any]) -> RisePlan:
+        height, width = job.spatial_size
+        num_masks, grid_size = params["num_masks"], params["grid_size"]
+        if job.max_forward_passes and num_masks > job.max_forward_passes:
+            raise InvalidInput(
+                f"parameter 'num_masks': {num_masks} masks need {num_masks} forward passes; "
+                f"the server allows {job.max_forward_passes} per image"
+            )
+        if grid_size > min(height, width):
+            raise InvalidInput(f"parameter 'grid_size': {grid_size} cells is more than the image {height}x{width}")
+        fill = baseline_image(job, params["fill"], blur_sigma=max(cell_sizes((height, width), grid_size)) / 2)
+        return RisePlan(job, num_masks, grid_size, params["keep_prob"], params["seed"], params["normalization"], fill)
+
+
+class RisePlan:
+    def __init__(
+        self,
+        job: ExplainJob,
+        count: int,
+        grid_size: int,
+        keep_prob: float,
+        seed: int,
+        normalization: str,
+        fill: np.ndarray,
+    ) -> None:
+        self.job = job
+        self.count = count
+        self.grid_size = grid_size
+        self.keep_prob = keep_prob
+        self.seed = seed
+        self.normalization = normalization
+        self.fill = fill
+        self.difference = (job.image - fill).astype(np.float32)
+        height, width = job.spatial_size
+        self.weighted = np.zeros((len(job.scorer.targets), height * width), dtype=np.float64)
+        self.mask_total = np.zeros(height * width, dtype=np.float64)
+        self.scored = 0
+
+    def _masks(self, start: int, stop: int) -> np.ndarray:
+        return rise_masks(self.seed, start, stop, self.job.spatial_size, self.grid_size, self.keep_prob)
+
+    def perturbed(self, start: int, stop: int) -> np.ndarray:
+        masks = self.job.spatial_to_input(self._masks(start, stop))
+        # fill + M * (x - fill) == x * M + fill * (1 - M), with one batch-sized allocation.
+        inputs = np.multiply(masks, self.difference[None])
+        inputs += self.fill[None]
+        return inputs
+
+    def accumulate(self, start: int, stop: int, scores: np.ndarray) -> None:
+        # Masks are rebuilt rather than kept from perturbed(), which runs in another thread and only reads state.
+        masks = self._masks(start, stop).reshape(stop - start, -1)
+        # One batch sums in float32; batches add up in float64.
+        self.weighted += scores.T.astype(np.float32) @ masks
+        self.mask_total += masks.sum(axis=0, dtype=np.float64)
+        self.scored += stop - start
+
+    def result(self) -> Attribution:
+        height, width = self.job.spatial_size
+        if self.normalization == "mask_sum":
+            covered = self.mask_total > 0
+            maps = np.divide(self.weighted, self.mask_total, out=np.zeros_like(self.weighted), where=covered)
+        else:
+            maps = self.weighted / (max(self.scored, 1) * self.keep_prob)
+        return Attribution(maps.astype(np.float32).reshape(-1, height, width))

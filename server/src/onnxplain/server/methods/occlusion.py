@@ -7,17 +7,16 @@ attribution is the mean, over the windows covering it, of score(original) - scor
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.baselines import baseline_image
 from onnxplain.server.methods.parameters import Param, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
+from onnxplain.server.methods.windows import check_windows, window_spans
 
 
 @register
@@ -53,12 +52,7 @@ class Occlusion(PerturbationMethod):
         height, width = job.spatial_size
         window = params["window"] or (max(1, min(height, width) // 7),) * 2
         stride = params["stride"] or tuple(max(1, w // 2) for w in window)
-        if window[0] > height or window[1] > width:
-            raise InvalidInput(f"parameter 'window': {window[0]}x{window[1]} is larger than the image {height}x{width}")
-        if stride[0] > window[0] or stride[1] > window[1]:
-            raise InvalidInput(
-                f"parameter 'stride': {stride[0]}x{stride[1]} is larger than the window {window[0]}x{window[1]}"
-            )
+        check_windows(job, window, stride)
         params.update(window=window, stride=stride)
         return OcclusionPlan(job, window, stride, baseline_image(job, params["baseline"], max(window) / 2))
 
@@ -97,11 +91,3 @@ class OcclusionPlan:
         height, width = self.job.spatial_size
         covered = np.maximum(self.coverage, 1.0)
         return Attribution((self.total / covered).astype(np.float32).reshape(-1, height, width))
-
-
-def window_spans(size: int, window: int, stride: int) -> np.ndarray:
-    """(positions, size) bool: which pixels each window position covers along one axis."""
-    positions = math.ceil((size - window) / stride) + 1
-    starts = np.arange(positions)[:, None] * stride
-    pixels = np.arange(size)[None, :]
-    return (pixels >= starts) & (pixels < starts + window)

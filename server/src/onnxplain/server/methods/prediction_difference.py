@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
-from onnxplain.server.methods.occlusion import window_spans
 from onnxplain.server.methods.parameters import Param, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
+from onnxplain.server.methods.windows import check_windows, window_spans
 from onnxplain.server.repository.model import LoadedModel
 
 # The paper's window is 10 pixels on 224x224 ImageNet inputs; the default scales that to the image.
@@ -88,12 +87,7 @@ class PredictionDifference(PerturbationMethod):
         height, width = job.spatial_size
         window = params["window"] or (max(1, round(min(height, width) * _PAPER_WINDOW_FRACTION)),) * 2
         stride = params["stride"] or window
-        if window[0] > height or window[1] > width:
-            raise InvalidInput(f"parameter 'window': {window[0]}x{window[1]} is larger than the image {height}x{width}")
-        if stride[0] > window[0] or stride[1] > window[1]:
-            raise InvalidInput(
-                f"parameter 'stride': {stride[0]}x{stride[1]} is larger than the window {window[0]}x{window[1]}"
-            )
+        check_windows(job, window, stride)
         params.update(window=window, stride=stride)
         sampler = MarginalSampler(job.image, job.layout, window, params["num_samples"], params["seed"])
         return PredictionDifferencePlan(job, window, stride, sampler, params["laplace_n"])

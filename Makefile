@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 50051
 
-.PHONY: install serve test lint proto clean
+.PHONY: install serve test lint proto bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/perturbation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""What every benchmark shares: thread settings, interleaved timing with medians, and the machine description that
+makes a figure meaningful."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Callable, Hashable
+from importlib import metadata
+from typing import TypeVar
+
+# numpy's BLAS threads spin after each call and steal the cores ONNX Runtime needs (as in `onnxplain serve`).
+# Only effective when this module is imported before numpy.
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+T = TypeVar("T")
+
+LIBRARIES = ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy", "torch", "captum")
+
+
+def cpu_cores() -> int:
+    """Cores this process may use (the container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Rounds:
+    """Times several candidates in interleaved rounds, so a slow spell on a busy machine hits all of them alike;
+    each candidate's figure is the median of its rounds."""
+
+    def __init__(self) -> None:
+        self.samples: dict[Hashable, list[float]] = defaultdict(list)
+
+    def time(self, key: Hashable, work: Callable[[], T]) -> T:
+        """Run `work` once, record its seconds under `key`, and hand back what it returned."""
+        started = time.perf_counter()
+        result = work()
+        self.samples[key].append(time.perf_counter() - started)
+        return result
+
+    def median(self, key: Hashable) -> float:
+        return statistics.median(self.samples[key])
+
+    def fastest(self, keys: list[Hashable]) -> tuple[Hashable, float]:
+        """The candidate with the lowest median, e.g. the best batch size."""
+        best = min(keys, key=self.median)
+        return best, self.median(best)
+
+
+def machine_description() -> dict[str, str]:
+    return {
+        "cpu": _cpu_model(),
+        "cores": f"{cpu_cores()} usable ({os.cpu_count()} online)",
+        "memory": _memory(),
+        "gpu": _gpu(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "libraries": ", ".join(f"{name} {version}" for name, version in _versions().items()),
+        "blas threads": ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in BLAS_THREAD_VARIABLES),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory() -> str:
+    try:
+        with open("/proc/meminfo") as info:
+            kib = int(next(line for line in info if line.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return "unknown"
+    return f"{kib / 2**20:.0f} GiB"
+
+
+def _gpu() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "none"
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+        names = subprocess.run(query, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "none (nvidia-smi failed)"
+    return names.replace("\n", "; ") or "none"
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

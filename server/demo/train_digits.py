@@ -10,7 +10,7 @@ Data: scikit-learn's bundled 8x8 digits (``load_digits``, no download), upscaled
 MNIST: white digit (255) on black (0). Model: Conv-ReLU-MaxPool x2, Conv-ReLU, GlobalAveragePool, Linear -> 10 logits,
 a shape suited to CAM / Grad-CAM. Input "image" [batch, 1, 28, 28] = gray / 255; output "logits" [batch, 10].
 
-Run from the repository root (needs torch, scikit-learn, onnx, onnxruntime, opencv-python-headless, numpy)::
+Run from the repository root (needs torch, scikit-learn, onnx, onnxruntime, OpenCV (cv2), numpy)::
 
     python server/demo/train_digits.py
 

@@ -41,7 +41,9 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-forward-passes", type=int, default=100_000, help="most forward passes one image's explanation may take"
     )
-    parser.add_argument("--max-batch-size", type=int, default=64, help="most images per ONNX Runtime run")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=0, help="most images per ONNX Runtime run (0: 16 on CPU, 64 on GPU)"
+    )
     parser.add_argument(
         "--batch-memory-mb",
         type=int,

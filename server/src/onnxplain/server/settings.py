@@ -37,7 +37,8 @@ class ServerSettings:
     # Memory a perturbation batch may take (inputs plus estimated activations), in bytes; 0 derives it from the
     # memory available at start (see engine/batching.py).
     batch_memory_bytes: int = 0
-    max_batch_size: int = 64
+    # Most images per ONNX Runtime run; 0 picks by provider (engine/batching.py).
+    max_batch_size: int = 0
     limits: Limits = field(default_factory=Limits)
 
     @property

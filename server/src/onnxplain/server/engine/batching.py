@@ -8,6 +8,10 @@ import os
 # Upper bound of the derived budget: past this, bigger batches no longer run faster.
 _MAX_DERIVED_BUDGET = 1024 * 1024 * 1024
 _FALLBACK_BUDGET = 256 * 1024 * 1024
+# Images per run when nothing else caps it. On CPUs, throughput peaks around 8-16 images and falls beyond, as
+# activations leave the caches (measured in bench/RESULTS.md); GPUs keep gaining from larger batches.
+CPU_BATCH_CAP = 16
+GPU_BATCH_CAP = 64
 
 
 def batch_size_for(bytes_per_image: int, memory_budget: int, max_batch: int, fixed_batch: int | None = None) -> int:
@@ -29,3 +33,7 @@ def default_batch_memory() -> int:
     except (ValueError, OSError):
         return _FALLBACK_BUDGET
     return max(_FALLBACK_BUDGET // 4, min(_MAX_DERIVED_BUDGET, available // 4))
+
+
+def default_max_batch(providers: list[str]) -> int:
+    return GPU_BATCH_CAP if providers and providers[0] != "CPUExecutionProvider" else CPU_BATCH_CAP

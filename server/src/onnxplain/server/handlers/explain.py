@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onnxplain.server.engine.batching import batch_size_for
+from onnxplain.server.engine.batching import batch_size_for, default_max_batch
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.handlers.forward import score_images
@@ -104,7 +104,7 @@ def _image_progress(
 
 def _batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
     bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
-    max_batch = model.config.max_batch_size or settings.max_batch_size
+    max_batch = model.config.max_batch_size or settings.max_batch_size or default_max_batch(model.session.providers)
     return batch_size_for(bytes_per_image, settings.batch_memory, max_batch, model.signature.fixed_batch)
 
 

@@ -120,3 +120,34 @@ def test_async_client_predicts_and_explains(demo_server) -> None:
     prediction, explanation = asyncio.run(run())
     assert prediction.top[0].label == "three"
     assert explanation.targets == [3] and explanation.attribution.shape == (28, 28)
+
+
+def test_cli_sends_segments_and_saves_the_segmentation(demo_server, tmp_path: Path) -> None:
+    segments = np.zeros((28, 28), np.int64)
+    segments[:, 14:] = 1
+    segments[14:, :] += 2
+    np.save(tmp_path / "quarters.npy", segments)
+    command = [
+        sys.executable,
+        "-m",
+        "onnxplain.client.cli.main",
+        "explain",
+        "--server",
+        demo_server.target,
+        "--model",
+        "digits",
+        "--method",
+        "feature_ablation",
+        "--segments",
+        str(tmp_path / "quarters.npy"),
+        "--no-overlay",
+        str(SAMPLES / "digit_6_strokes.png"),
+        "-o",
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "digit_6_strokes.feature_ablation.segments.npy"), segments)
+    attribution = np.load(tmp_path / "digit_6_strokes.feature_ablation.npy")
+    for quarter in range(4):
+        assert np.unique(attribution[segments == quarter]).size == 1, "one value per segment"

@@ -58,6 +58,14 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--colormap", metavar="NAME", help="overlay colormap, e.g. jet, inferno, viridis")
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="skip the PNG overlays")
+    parser.add_argument(
+        "--segments",
+        action="append",
+        type=Path,
+        metavar="NPY",
+        help="(H, W) integer segment ids at model-input resolution for segment-based methods (.npy); one per image, "
+        "in the order of the images",
+    )
     parser.add_argument("--progress", action="store_true", help="stream and show progress on stderr")
     parser.add_argument("-o", "--output-dir", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, WebP)")
@@ -73,11 +81,16 @@ def run(args: argparse.Namespace) -> int:
     if clashes:
         print(f"error: several images named {', '.join(clashes)} would overwrite each other's outputs", file=sys.stderr)
         return 2
+    segments = args.segments or []
+    if segments and len(segments) != len(args.images):
+        print(f"error: {len(segments)} --segments files for {len(args.images)} images", file=sys.stderr)
+        return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     with connect(args) as client:
         # One request per image: each gets its own cost line, and a bad file does not sink the others' results.
-        for image in args.images:
-            explanation = _explain(client, image, args)
+        for index, image in enumerate(args.images):
+            image_segments = np.load(segments[index]) if segments else None
+            explanation = _explain(client, image, image_segments, args)
             written = save_explanation(explanation, args.output_dir, Path(image).stem)
             print(summarize(image, explanation, written[0]))
     return 0
@@ -89,8 +102,9 @@ def _explain_keywords() -> set[str]:
     return {name for name, parameter in signature.parameters.items() if parameter.kind is parameter.KEYWORD_ONLY}
 
 
-def _explain(client: Client, image: str, args: argparse.Namespace) -> Explanation:
+def _explain(client: Client, image: str, segments: np.ndarray | None, args: argparse.Namespace) -> Explanation:
     options: dict[str, Any] = {
+        "segments": segments,
         "method": args.method,
         "target": targets_argument(args.targets),
         "version": args.version,
@@ -125,6 +139,10 @@ def save_explanation(explanation: Explanation, output_dir: Path, stem: str) -> l
     maps_path = output_dir / f"{base}.npy"
     np.save(maps_path, explanation.attribution)
     written = [maps_path]
+    if explanation.segments is not None:
+        segments_path = output_dir / f"{base}.segments.npy"
+        np.save(segments_path, explanation.segments)
+        written.append(segments_path)
     several = len(explanation.targets) > 1
     for class_index, overlay in zip(explanation.targets, explanation.overlays, strict=False):
         overlay_path = output_dir / (f"{base}.t{class_index}.png" if several else f"{base}.png")

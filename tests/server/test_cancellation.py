@@ -51,3 +51,15 @@ def test_a_stream_past_its_deadline_still_delivers_partial_maps(server) -> None:
     assert partials, "partial maps are streamed before the deadline"
     assert partials[-1].attribution.shape == (SIDE, SIDE)
     assert np.abs(partials[-1].attribution).sum() > 0
+
+
+def test_cancelling_a_rise_stream_stops_the_work_within_a_second(server) -> None:
+    image = np.random.default_rng(2).random((3, SIDE, SIDE), dtype=np.float32)
+    with Client(server.target) as client:
+        events = client.explain_stream("cnn", image, method="rise", num_masks=50_000, timeout=120)
+        first = next(iter(events))
+        assert first.passes_total == 50_000
+        events.close()  # the client cancels the call
+        time.sleep(1.0)
+        assert busy_fraction(server.process.pid) < 0.2, "the server kept computing after the cancel"
+        assert client.predict("cnn", image).scores.shape == (5,)

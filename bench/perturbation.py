@@ -4,7 +4,9 @@ Rows, per model, all in one process with the same threads (ONNX Runtime intra-op
 BLAS = 1):
   a  plain ONNX Runtime forwards of N images at the best batch size: the limit (the engine's own session, so the
      same session options);
-  b  our RISE with N masks, end to end through handlers.explain (mask generation, batching, accumulation);
+  b  our RISE with N masks, end to end through handlers.explain, masks blended and accumulated on the host;
+  b' the same RISE with masks, blend, model and accumulation in one derived ONNX graph per batch (rise_graph.py;
+     the graph is built once per model, in the warm-up);
   c  our occlusion with about N windows (exact count reported; compared with `a` scaled to that count);
   d  Captum's Occlusion on the same torch model, same windows and baseline, at its best perturbations_per_eval.
 Every figure is the median of --repeat rounds; the rows are interleaved within a round so a slow spell on a busy
@@ -88,6 +90,7 @@ class Row:
     perturbations_per_eval: int
     forwards: float
     rise: float | None
+    rise_graph: float | None
     occlusion: float
     captum: float
     occlusion_gap: float  # max |ours - Captum's| over the map, relative to the map's max |value|
@@ -96,9 +99,10 @@ class Row:
     def forwards_for_windows(self) -> float:
         return self.forwards * self.windows / self.num
 
-    def ratios(self) -> tuple[float | None, float, float]:
+    def ratios(self) -> tuple[float | None, float | None, float, float]:
         rise_ratio = None if self.rise is None else self.rise / self.forwards
-        return rise_ratio, self.occlusion / self.forwards_for_windows, self.captum / self.occlusion
+        graph_ratio = None if self.rise_graph is None else self.rise_graph / self.forwards
+        return rise_ratio, graph_ratio, self.occlusion / self.forwards_for_windows, self.captum / self.occlusion
 
 
 def main() -> int:
@@ -161,7 +165,8 @@ def measure(subject: Subject, settings: ServerSettings, repeat: int) -> Row:
     per_eval = choose_perturbations_per_eval(subject)
     candidates: dict[tuple, Callable[[], object]] = {("a", b): _forwards(subject, num, b) for b in finalists}
     if rise:
-        candidates["b",] = lambda: run_explain(subject, settings, "rise", {"num_masks": num, "seed": 0})
+        candidates["b",] = lambda: run_rise(subject, settings, "host", {"num_masks": num, "seed": 0})
+        candidates["b'",] = lambda: run_rise(subject, settings, "graph", {"num_masks": num, "seed": 0})
     candidates["c",] = lambda: run_explain(subject, settings, "occlusion", _occlusion_params(side))
     candidates["d",] = _captum(subject, side, per_eval)
 
@@ -182,6 +187,7 @@ def measure(subject: Subject, settings: ServerSettings, repeat: int) -> Row:
         perturbations_per_eval=per_eval,
         forwards=forwards,
         rise=rounds.median(("b",)) if rise else None,
+        rise_graph=rounds.median(("b'",)) if rise else None,
         occlusion=rounds.median(("c",)),
         captum=rounds.median(("d",)),
         occlusion_gap=relative_gap(ours.explanations[0].attributions[0].attribution, results["d",]),
@@ -223,7 +229,8 @@ def warm_up(subject: Subject, settings: ServerSettings, rise: bool) -> int:
     the timed rounds. Returns the batch size the engine runs this model at."""
     count = min(subject.num, WARM_UP_COUNT)
     if rise:
-        run_explain(subject, settings, "rise", {"num_masks": count, "seed": 1})
+        for execution in ("host", "graph"):
+            run_rise(subject, settings, execution, {"num_masks": count, "seed": 1})
     side, _ = occlusion_geometry(subject.spec.size, count)
     return run_explain(subject, settings, "occlusion", _occlusion_params(side)).cost.batch_size
 
@@ -261,6 +268,16 @@ def run_explain(subject: Subject, settings: ServerSettings, method: str, params:
         targets=[TargetQuery(class_index=subject.target)],
     )
     return explain(subject.registry, query, settings, CancelToken())
+
+
+def run_rise(subject: Subject, settings: ServerSettings, execution: str, params: dict) -> ExplainResult:
+    """RISE on the host or in one graph (rise.Rise.execution), whatever the engine's "auto" would pick."""
+    method = METHODS["rise"]
+    chosen, method.execution = method.execution, execution
+    try:
+        return run_explain(subject, settings, "rise", params)
+    finally:
+        method.execution = chosen
 
 
 def _occlusion_params(side: int) -> dict:
@@ -316,9 +333,11 @@ COLUMNS = (
     "Captum ppe",
     "a s",
     "b s",
+    "b' s",
     "c s",
     "d s",
     "b/a",
+    "b'/a",
     "c/a",
     "d/c",
     "occl. vs Captum",
@@ -339,7 +358,7 @@ def print_table(rows: list[Row], markdown: bool) -> None:
 
 
 def _cells(row: Row) -> list[str]:
-    rise_ratio, occlusion_ratio, captum_ratio = row.ratios()
+    rise_ratio, graph_ratio, occlusion_ratio, captum_ratio = row.ratios()
     return [
         row.model,
         str(row.num),
@@ -349,9 +368,11 @@ def _cells(row: Row) -> list[str]:
         str(row.perturbations_per_eval),
         f"{row.forwards:.3f}",
         "n/a" if row.rise is None else f"{row.rise:.3f}",
+        "n/a" if row.rise_graph is None else f"{row.rise_graph:.3f}",
         f"{row.occlusion:.3f}",
         f"{row.captum:.3f}",
         "n/a" if rise_ratio is None else f"{rise_ratio:.3f}",
+        "n/a" if graph_ratio is None else f"{graph_ratio:.3f}",
         f"{occlusion_ratio:.3f}",
         f"{captum_ratio:.2f}",
         f"{row.occlusion_gap:.1e}",

@@ -48,7 +48,7 @@ class ModelSession:
         output_name: str,
         fixed_batch: int | None,
     ) -> None:
-        self._session = _create_session(model_path, session_options(threads), list(providers))
+        self._session = create_session(model_path, session_options(threads), list(providers))
         self.input_name = input_name
         self.output_name = output_name
         self.fixed_batch = fixed_batch
@@ -84,28 +84,41 @@ class ModelSession:
         return np.concatenate([chunk, np.repeat(chunk[-1:], missing, axis=0)])
 
     def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
-        if token is not None:
-            token.raise_if_cancelled()
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
-        try:
-            (scores,) = self._session.run([self.output_name], feed, token.run_options if token else None)
-        except Exception as error:
-            if token is not None and token.cancelled:
-                raise Cancelled("the call was cancelled") from error
-            raise _classify_run_error(error, batch.shape) from error
+        (scores,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape)
         return _as_class_scores(scores)
 
 
-def _create_session(path: Path, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
-    """A session from the file; a model stamped with a newer IR version than this ONNX Runtime reads (recent onnx
-    releases stamp the newest by default) is retried with the highest IR version it accepts."""
+def run_guarded(
+    session: ort.InferenceSession,
+    output_names: list[str],
+    feed: dict[str, np.ndarray],
+    token: CancelToken | None,
+    shape: tuple[int, ...],
+) -> list[np.ndarray]:
+    """One ONNX Runtime run under a request's cancel token; failures become domain errors naming `shape`."""
+    if token is not None:
+        token.raise_if_cancelled()
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return session.run(output_names, feed, token.run_options if token else None)
+    except Exception as error:
+        if token is not None and token.cancelled:
+            raise Cancelled("the call was cancelled") from error
+        raise _classify_run_error(error, shape) from error
+
+
+def create_session(model: Path | onnx.ModelProto, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    """A session from a file or a graph in memory; a model stamped with a newer IR version than this ONNX Runtime
+    reads (recent onnx releases stamp the newest by default) is retried with the highest IR version it accepts."""
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, options, providers=providers)
     except Exception as error:
         supported = _IR_VERSION_LIMIT.search(str(error))
         if supported is None:
             raise
-    model = onnx.load(str(path))  # with external data, resolved beside the file
+    if isinstance(model, Path):
+        model = onnx.load(str(model))  # with external data, resolved beside the file
     model.ir_version = int(supported.group(1))
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 

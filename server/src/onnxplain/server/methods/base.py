@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.derived import DerivedSession
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.repository.model import LoadedModel
@@ -51,7 +52,7 @@ class PassCounter:
     runs: int = 0
     batch_size: int = 1
 
-    def record_forward(self, session: ModelSession, images: int) -> None:
+    def record_forward(self, session: ModelSession | DerivedSession, images: int) -> None:
         self.forward += images
         self.runs += session.runs_for(images)
         self.batch_size = max(self.batch_size, session.images_per_run(images))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -35,6 +35,17 @@ class PerturbationPlan(Protocol):
         """Maps from what was accumulated so far."""
 
 
+@runtime_checkable
+class SelfScoringPlan(PerturbationPlan, Protocol):
+    """A plan that scores its own batches, e.g. through a derived graph that perturbs, runs the model and
+    accumulates in one ONNX Runtime run. `perturbed` then returns whatever that run needs (it is still built one
+    batch ahead), and `score` takes the place of the job's scorer and `accumulate`: it must record its passes in
+    job.scorer.passes and run under job.scorer.token."""
+
+    def score(self, start: int, stop: int, prepared: Any) -> None:
+        """Score and accumulate perturbations [start, stop) from what `perturbed(start, stop)` returned."""
+
+
 class PerturbationMethod(AttributionMethod):
     family: ClassVar[Family] = "perturbation"
 
@@ -58,7 +69,10 @@ class PerturbationMethod(AttributionMethod):
                 inputs = upcoming.result()
                 if index + 1 < len(batches):
                     upcoming = builder.submit(plan.perturbed, *batches[index + 1])
-                plan.accumulate(start, stop, job.scorer(inputs))
+                if isinstance(plan, SelfScoringPlan):
+                    plan.score(start, stop, inputs)
+                else:
+                    plan.accumulate(start, stop, job.scorer(inputs))
                 if job.progress is not None:
                     partial = None
                     if time.monotonic() - last_partial >= PARTIAL_INTERVAL and stop < plan.count:

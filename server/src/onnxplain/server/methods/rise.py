@@ -5,7 +5,8 @@ Perturbed input x * M + fill * (1 - M), M broadcast over channels. Normalisation
 - keep_prob (the paper, the official code): S = sum_i f(x_i) M_i / (N p), N the masks scored so far;
 - mask_sum (Xplique): S = sum_i f(x_i) M_i / sum_i M_i per pixel, the empirical E[M] (0 where no mask kept it),
   which corrects the uneven coverage of shifted masks near the borders.
-Every target comes from the same passes.
+Every target comes from the same passes. Two executions give the same maps: on the host (masks and blend in numpy,
+a helper thread one batch ahead) or in one derived ONNX graph per batch (rise_graph.py); `Rise.execution` picks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from onnxplain.server.methods.baselines import BASELINE_CHOICES, baseline_image
 from onnxplain.server.methods.parameters import Check, Param, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
-from onnxplain.server.methods.rise_masks import cell_sizes, rise_masks
+from onnxplain.server.methods.rise_graph import Execution, RiseGraph, runs_in_graph
+from onnxplain.server.methods.rise_masks import cell_sizes, draw_grids, rise_masks
 
 NORMALIZATIONS = ("keep_prob", "mask_sum")
 
@@ -69,6 +71,8 @@ class Rise(PerturbationMethod):
             one_of(*BASELINE_CHOICES),
         ),
     )
+    # "host", "graph", or "auto": the faster of the two on this provider (rise_graph.runs_in_graph).
+    execution: Execution = "auto"
 
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> RisePlan:
         height, width = job.spatial_size
@@ -81,7 +85,8 @@ class Rise(PerturbationMethod):
         if grid_size > min(height, width):
             raise InvalidInput(f"parameter 'grid_size': {grid_size} cells is more than the image {height}x{width}")
         fill = baseline_image(job, params["fill"], blur_sigma=max(cell_sizes((height, width), grid_size)) / 2)
-        return RisePlan(job, num_masks, grid_size, params["keep_prob"], params["seed"], params["normalization"], fill)
+        plan = RiseGraphPlan if runs_in_graph(job, self.execution) else RisePlan
+        return plan(job, num_masks, grid_size, params["keep_prob"], params["seed"], params["normalization"], fill)
 
 
 class RisePlan:
@@ -134,3 +139,24 @@ class RisePlan:
         else:
             maps = self.weighted / (max(self.scored, 1) * self.keep_prob)
         return Attribution(maps.astype(np.float32).reshape(-1, height, width))
+
+
+class RiseGraphPlan(RisePlan):
+    """The same masks and sums, each batch blended, scored and accumulated in one run of the derived RISE graph."""
+
+    def __init__(self, job: ExplainJob, *args: Any) -> None:
+        super().__init__(job, *args)
+        self.graph = RiseGraph(job, self.grid_size, self.fill, probability=job.scorer.space == "probability")
+
+    def perturbed(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        size = self.job.spatial_size
+        grids, shifts = draw_grids(
+            self.seed, start, stop, self.grid_size, self.keep_prob, cell_sizes(size, self.grid_size)
+        )
+        return self.graph.feed(grids, shifts)
+
+    def score(self, start: int, stop: int, prepared: dict[str, np.ndarray]) -> None:
+        weighted, mask_sum = self.graph.run(prepared)
+        self.weighted += weighted
+        self.mask_total += mask_sum
+        self.scored += stop - start

@@ -40,16 +40,20 @@ def upsampling_matrix(grid_size: int, cell: int) -> np.ndarray:
     return matrix
 
 
-def upsample_grids(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(n, H, W) float32 masks from (n, s, s) grids and (n, 2) integer (row, column) shifts in [0, cell)."""
-    grid_size = grids.shape[1]
+def interpolation_matrices(shifts: np.ndarray, size: tuple[int, int], grid_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, H, s) row and (n, W, s) column float32 matrices for masks with these (n, 2) (row, column) shifts: the
+    upsampling with each mask's crop folded in, so mask_i = rows_i @ grid_i @ cols_i^T."""
     height, width = size
     cell_h, cell_w = cell_sizes(size, grid_size)
     rows = upsampling_matrix(grid_size, cell_h).astype(np.float32)
     cols = upsampling_matrix(grid_size, cell_w).astype(np.float32)
-    # Fold each mask's crop into its interpolation matrices: rows shift..shift+H of U.
-    row_matrices = rows[shifts[:, 0, None] + np.arange(height)]  # (n, H, s)
-    col_matrices = cols[shifts[:, 1, None] + np.arange(width)]  # (n, W, s)
+    # A crop at `shift` keeps rows shift..shift+H of U.
+    return rows[shifts[:, 0, None] + np.arange(height)], cols[shifts[:, 1, None] + np.arange(width)]
+
+
+def upsample_grids(grids: np.ndarray, shifts: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(n, H, W) float32 masks from (n, s, s) grids and (n, 2) integer (row, column) shifts in [0, cell)."""
+    row_matrices, col_matrices = interpolation_matrices(shifts, size, grids.shape[1])
     return row_matrices @ grids.astype(np.float32) @ col_matrices.transpose(0, 2, 1)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
+from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.preprocess import target_size
@@ -31,9 +32,10 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         )
         config = _with_model_layout(config, signature)
         _check_config_fits(config, signature)
+        providers = choose_providers(settings.device, settings.device_id)
         session = ModelSession(
             source.path,
-            providers=choose_providers(settings.device, settings.device_id),
+            providers=providers,
             threads=settings.intra_op_threads,
             input_name=signature.input.name,
             output_name=signature.output.name,
@@ -45,7 +47,10 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         raise
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
-    return LoadedModel(source=source, config=config, signature=signature, session=session, num_classes=num_classes)
+    derived = DerivedGraphs(source.path, providers=providers, threads=settings.intra_op_threads)
+    return LoadedModel(
+        source=source, config=config, signature=signature, session=session, num_classes=num_classes, derived=derived
+    )
 
 
 def _read_graph(path: Path) -> onnx.ModelProto:

@@ -1,12 +1,15 @@
-"""A loaded model version: its config, its graph signature and its one ONNX Runtime session."""
+"""A loaded model version: its config, its graph signature, its ONNX Runtime session, and the sessions of graphs
+derived from it."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from onnxplain.server.engine.derived import DerivedGraphs, DerivedSession, GraphBuilder
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.spec import PreprocessingSpec
 from onnxplain.server.repository.config import ModelConfig, OutputKind
@@ -33,6 +36,7 @@ class LoadedModel:
     signature: ModelSignature
     session: ModelSession
     num_classes: int | None
+    derived: DerivedGraphs
 
     @property
     def name(self) -> str:
@@ -55,6 +59,10 @@ class LoadedModel:
         if self.config.output_kind:
             return self.config.output_kind
         return "probabilities" if self.signature.final_activation else "logits"
+
+    def derived_session(self, key: Hashable, build: GraphBuilder) -> DerivedSession:
+        """The session of a graph derived from this model (see engine/derived.py), built once per key."""
+        return self.derived.session(key, build)
 
     def label_of(self, class_index: int) -> str:
         return self.labels[class_index] if class_index < len(self.labels) else ""

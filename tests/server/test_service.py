@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +10,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support.servers import run_cli
 
 from onnxplain.client import AsyncClient, Client, Explanation, Progress
 from onnxplain.server.demo import SAMPLES
@@ -69,10 +68,7 @@ def test_overlay_png_is_the_original_image_size(demo_client: Client) -> None:
 
 
 def test_cli_explain_writes_map_and_overlay(demo_server, tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "onnxplain.client.cli.main",
+    result = run_cli(
         "explain",
         "--server",
         demo_server.target,
@@ -83,8 +79,7 @@ def test_cli_explain_writes_map_and_overlay(demo_server, tmp_path: Path) -> None
         str(SAMPLES / "digit_7_strokes.png"),
         "-o",
         str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    )
     assert result.returncode == 0, result.stderr
     attribution = np.load(tmp_path / "digit_7_strokes.occlusion.npy")
     assert attribution.shape == (28, 28)
@@ -92,18 +87,14 @@ def test_cli_explain_writes_map_and_overlay(demo_server, tmp_path: Path) -> None
 
 
 def test_cli_reports_server_errors_with_exit_code_1(demo_server) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "onnxplain.client.cli.main",
+    result = run_cli(
         "predict",
         "--server",
         demo_server.target,
         "--model",
         "nope",
         str(SAMPLES / "digit_3_clean.png"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    )
     assert result.returncode == 1
     assert "NOT_FOUND" in result.stderr and "nope" in result.stderr
 
@@ -127,10 +118,7 @@ def test_cli_sends_segments_and_saves_the_segmentation(demo_server, tmp_path: Pa
     segments[:, 14:] = 1
     segments[14:, :] += 2
     np.save(tmp_path / "quarters.npy", segments)
-    command = [
-        sys.executable,
-        "-m",
-        "onnxplain.client.cli.main",
+    result = run_cli(
         "explain",
         "--server",
         demo_server.target,
@@ -144,8 +132,7 @@ def test_cli_sends_segments_and_saves_the_segmentation(demo_server, tmp_path: Pa
         str(SAMPLES / "digit_6_strokes.png"),
         "-o",
         str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    )
     assert result.returncode == 0, result.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "digit_6_strokes.feature_ablation.segments.npy"), segments)
     attribution = np.load(tmp_path / "digit_6_strokes.feature_ablation.npy")

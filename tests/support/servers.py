@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,3 +63,25 @@ def start_server(repository: Path, *extra: str, timeout: float = 60.0) -> Runnin
             server.stop()
             raise RuntimeError("server did not start:\n" + "".join(server.output))
     return server
+
+
+def run_cli(*arguments: str) -> subprocess.CompletedProcess:
+    """The `onnxplain` command, as a user runs it."""
+    command = [sys.executable, "-m", "onnxplain.client.cli.main", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def layout_twins_client(repository: Path, torch_model, image_shape: tuple[int, int, int]) -> Iterator:
+    """A server holding `cnn` (NCHW) and `cnn_nhwc` (the same weights behind a channels-last input), and a client."""
+    from onnxplain.client import Client
+    from support.models import ChannelsLast, export, write_model
+
+    write_model(repository, "cnn", export(torch_model, (1, *image_shape)))
+    write_model(repository, "cnn_nhwc", export(ChannelsLast(torch_model), (1, *image_shape[1:], image_shape[0])))
+    server = start_server(repository)
+    try:
+        with Client(server.target, timeout=120) as client:
+            yield client
+    finally:
+        server.stop()

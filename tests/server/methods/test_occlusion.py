@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import Occlusion
-from support.models import ChannelsLast, SmallCNN, export, write_model
-from support.servers import start_server
+from support.models import SmallCNN
+from support.servers import layout_twins_client
 
 from onnxplain.client import Client, TopK
 from onnxplain.server.demo import SAMPLES
@@ -23,14 +23,8 @@ def torch_model() -> SmallCNN:
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, torch_model):
-    repository = tmp_path_factory.mktemp("repository")
-    write_model(repository, "cnn", export(torch_model, (1, *IMAGE_SHAPE)))
-    nhwc_shape = (1, IMAGE_SHAPE[1], IMAGE_SHAPE[2], IMAGE_SHAPE[0])
-    write_model(repository, "cnn_nhwc", export(ChannelsLast(torch_model), nhwc_shape))
-    server = start_server(repository)
-    with Client(server.target, timeout=120) as connected:
+    with layout_twins_client(tmp_path_factory.mktemp("repository"), torch_model, IMAGE_SHAPE) as connected:
         yield connected
-    server.stop()
 
 
 def captum_occlusion(model, image: np.ndarray, target: int, window, stride, baseline: float) -> np.ndarray:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 from onnxplain.server.methods.base import ExplainJob
-from onnxplain.server.methods.perturbation import PerturbationMethod
+from onnxplain.server.methods.perturbation import PerturbationMethod, check_pass_limit
 from onnxplain.server.methods.registry import register
-from onnxplain.server.methods.segment_perturbation import SegmentPlan, check_pass_limit, fill_param, segment_fill
+from onnxplain.server.methods.segment_perturbation import SegmentPlan, fill_param, segment_fill
 from onnxplain.server.methods.superpixels import SEGMENTATION_PARAMS, job_segments
 
 

@@ -19,13 +19,12 @@ import numpy as np
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import ExplainJob
 from onnxplain.server.methods.parameters import Param, positive
-from onnxplain.server.methods.perturbation import PerturbationMethod
+from onnxplain.server.methods.perturbation import PerturbationMethod, check_pass_limit
 from onnxplain.server.methods.registry import register
 from onnxplain.server.methods.segment_perturbation import (
     SEED_PARAM,
     SegmentPlan,
     check_fitted_segments,
-    check_pass_limit,
     fill_param,
     segment_fill,
 )

@@ -55,11 +55,7 @@ class PerturbationMethod(AttributionMethod):
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         plan = self.plan(job, params)
-        if job.max_forward_passes and plan.count > job.max_forward_passes:
-            raise InvalidInput(
-                f"method {self.name!r} with these parameters needs {plan.count} forward passes; "
-                f"the server allows {job.max_forward_passes} per image"
-            )
+        check_pass_limit(job, plan.count)
         batches = [(start, min(start + job.batch_size, plan.count)) for start in range(0, plan.count, job.batch_size)]
         # Perturbations for batch i + 1 are built while ONNX Runtime (which releases the GIL) runs batch i.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxplain-perturb") as builder:
@@ -79,3 +75,12 @@ class PerturbationMethod(AttributionMethod):
                         partial, last_partial = plan.result().maps, time.monotonic()
                     job.progress(Progress(stop, plan.count, partial))
         return plan.result()
+
+
+def check_pass_limit(job: ExplainJob, passes: int, parameter: str | None = None) -> None:
+    """Refuse work over the server's per-image pass limit. Plans call it with the parameter that sets the count
+    before they build anything large; the template calls it again for every plan."""
+    if not job.max_forward_passes or passes <= job.max_forward_passes:
+        return
+    cause = f"parameter {parameter!r}: this" if parameter else "these parameters"
+    raise InvalidInput(f"{cause} needs {passes} forward passes; the server allows {job.max_forward_passes} per image")

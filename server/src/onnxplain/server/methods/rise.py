@@ -19,7 +19,7 @@ from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.baselines import BASELINE_CHOICES, baseline_image
 from onnxplain.server.methods.parameters import Check, Param, one_of, positive
-from onnxplain.server.methods.perturbation import PerturbationMethod
+from onnxplain.server.methods.perturbation import PerturbationMethod, check_pass_limit
 from onnxplain.server.methods.registry import register
 from onnxplain.server.methods.rise_graph import Execution, RiseGraph, runs_in_graph
 from onnxplain.server.methods.rise_masks import cell_sizes, draw_grids, rise_masks
@@ -77,11 +77,7 @@ class Rise(PerturbationMethod):
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> RisePlan:
         height, width = job.spatial_size
         num_masks, grid_size = params["num_masks"], params["grid_size"]
-        if job.max_forward_passes and num_masks > job.max_forward_passes:
-            raise InvalidInput(
-                f"parameter 'num_masks': {num_masks} masks need {num_masks} forward passes; "
-                f"the server allows {job.max_forward_passes} per image"
-            )
+        check_pass_limit(job, num_masks, "num_masks")
         if grid_size > min(height, width):
             raise InvalidInput(f"parameter 'grid_size': {grid_size} cells is more than the image {height}x{width}")
         fill = baseline_image(job, params["fill"], blur_sigma=max(cell_sizes((height, width), grid_size)) / 2)

@@ -111,15 +111,6 @@ class SegmentPlan:
         return attribution
 
 
-def check_pass_limit(job: ExplainJob, passes: int, parameter: str) -> None:
-    """Refuse before anything is allocated when the plan would exceed the server's passes per image."""
-    if job.max_forward_passes and passes > job.max_forward_passes:
-        raise InvalidInput(
-            f"parameter {parameter!r}: this needs {passes} forward passes; the server allows "
-            f"{job.max_forward_passes} per image"
-        )
-
-
 def check_fitted_segments(count: int, method: str, from_client: bool) -> None:
     """A surrogate fit holds an (n, M) sample matrix and solves M x M systems: bound M."""
     if count > MAX_FITTED_SEGMENTS:

@@ -23,7 +23,7 @@ from onnxplain.server.handlers.schema import (
 )
 from onnxplain.server.handlers.targets import resolve_targets
 from onnxplain.server.imaging.geometry import map_to_original
-from onnxplain.server.imaging.render import render_overlay
+from onnxplain.server.imaging.render import check_render_options, render_overlay
 from onnxplain.server.methods.base import Attribution, ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
 from onnxplain.server.methods.parameters import parse_parameters
 from onnxplain.server.methods.registry import get_method
@@ -47,7 +47,7 @@ def explain(
         raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
     params = parse_parameters(method.parameters, query.parameters, method.name)
     if query.render is not None:
-        _check_render(query.render)
+        check_render_options(query.render.colormap, query.render.clip_percentile, query.render.alpha)
     prepared = prepare_images(model, query.images, settings.limits)
     tensors = [image.tensor for image in prepared]
     passes = PassCounter()
@@ -142,14 +142,3 @@ def _overlay(image: PreparedImage, attribution: np.ndarray, layout: str, render:
     if image.geometry is not None:
         attribution = map_to_original(attribution, image.geometry)
     return render_overlay(image.picture, attribution, render.colormap, render.clip_percentile, render.alpha)
-
-
-def _check_render(render: RenderQuery) -> None:
-    """Fail on bad render options before any pass runs."""
-    render_overlay(
-        np.zeros((2, 2, 3), np.uint8),
-        np.zeros((2, 2), np.float32),
-        render.colormap,
-        render.clip_percentile,
-        render.alpha,
-    )

@@ -28,14 +28,7 @@ def render_overlay(
     to (H, W). Magnitudes are clipped at their `clip_percentile` percentile so a few extreme pixels do not wash
     the map out, then scaled to 0..1. The result is alpha * heat + (1 - alpha) * image.
     """
-    cmap = COLORMAPS.get(colormap.lower()) if isinstance(colormap, str) else None
-    if cmap is None:
-        raise InvalidInput(f"unknown colormap {colormap!r}; valid names: {', '.join(sorted(COLORMAPS))}")
-    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InvalidInput(f"alpha must be in [0, 1], got {alpha}")
-    if not isinstance(clip_percentile, (int, float)) or not 0.0 < clip_percentile <= 100.0:
-        raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile}")
-
+    cmap = check_render_options(colormap, clip_percentile, alpha)
     bgr = _to_bgr(image)
     height, width = bgr.shape[:2]
     if attribution.ndim != 2:
@@ -50,6 +43,19 @@ def render_overlay(
     if not ok:  # pragma: no cover - encoding an 8-bit BGR array to PNG does not fail
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
+
+
+def check_render_options(colormap: str, clip_percentile: float, alpha: float) -> int:
+    """The OpenCV colormap id for valid options; InvalidInput naming the bad option otherwise. Callers check
+    before any work is done, so a bad option costs no passes."""
+    cmap = COLORMAPS.get(colormap.lower()) if isinstance(colormap, str) else None
+    if cmap is None:
+        raise InvalidInput(f"unknown colormap {colormap!r}; valid names: {', '.join(sorted(COLORMAPS))}")
+    if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InvalidInput(f"alpha must be in [0, 1], got {alpha}")
+    if not isinstance(clip_percentile, (int, float)) or not 0.0 < clip_percentile <= 100.0:
+        raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile}")
+    return cmap
 
 
 def normalise(magnitude: np.ndarray, clip_percentile: float) -> np.ndarray:

@@ -72,6 +72,7 @@ def parse_explanation(
         overlays=overlays if any(overlays) else [],
         providers=list(response.providers),
         segments=decode_tensor(explanation.segments) if explanation.HasField("segments") else None,
+        extras={name: decode_tensor(tensor) for name, tensor in explanation.extras.items()},
     )
 
 

@@ -105,6 +105,9 @@ class Explanation:
     providers: list[str] = field(default_factory=list)
     segments: np.ndarray | None = None
     """(H, W) int32 segment ids 0..M-1 the maps were computed over (segment-based methods), else None."""
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    """Method-specific results: integrated_gradients' "convergence_delta" (T,), clear's "dominant_class" and
+    "dominant_response" (H, W)."""
 
     def __repr__(self) -> str:
         return (

@@ -26,7 +26,7 @@ from onnxplain.v1 import model_pb2 as onnxplain_dot_v1_dot_model__pb2
 from onnxplain.v1 import tensor_pb2 as onnxplain_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"onnxplain/v1/explain_service.proto\x12\x0connxplain.v1\x1a\x18onnxplain/v1/model.proto\x1a\x19onnxplain/v1/tensor.proto\"t\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12&\n\x08segments\x18\x03 \x01(\x0b\x32\x14.onnxplain.v1.TensorB\x08\n\x06source\"I\n\x06Target\x12\x15\n\x0b\x63lass_index\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x12\x0f\n\x05top_k\x18\x03 \x01(\x03H\x00\x42\x06\n\x04kind\"\x1c\n\nNumberList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x86\x01\n\tParameter\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x11\n\x07integer\x18\x02 \x01(\x03H\x00\x12\x0e\n\x04\x66lag\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12+\n\x07numbers\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.NumberListH\x00\x42\x07\n\x05value\"^\n\rRenderOptions\x12\x13\n\x0boverlay_png\x18\x01 \x01(\x08\x12\x10\n\x08\x63olormap\x18\x02 \x01(\t\x12\x17\n\x0f\x63lip_percentile\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\"o\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12#\n\x06images\x18\x03 \x03(\x0b\x32\x13.onnxplain.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\x03\"T\n\nClassScore\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"Y\n\nPrediction\x12$\n\x06scores\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12%\n\x03top\x18\x02 \x03(\x0b\x32\x18.onnxplain.v1.ClassScore\"k\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12-\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x18.onnxplain.v1.Prediction\"\xbc\x03\n\x0e\x45xplainRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12#\n\x06images\x18\x03 \x03(\x0b\x32\x13.onnxplain.v1.Image\x12\x0e\n\x06method\x18\x04 \x01(\t\x12@\n\nparameters\x18\x05 \x03(\x0b\x32,.onnxplain.v1.ExplainRequest.ParametersEntry\x12%\n\x07targets\x18\x06 \x03(\x0b\x32\x14.onnxplain.v1.Target\x12\x39\n\x11\x61ttribution_shape\x18\x07 \x01(\x0e\x32\x1e.onnxplain.v1.AttributionShape\x12-\n\x0bscore_space\x18\x08 \x01(\x0e\x32\x18.onnxplain.v1.ScoreSpace\x12+\n\x06render\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.RenderOptions\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.onnxplain.v1.Parameter:\x02\x38\x01\"\xb8\x01\n\x08Geometry\x12\x17\n\x0foriginal_height\x18\x01 \x01(\x03\x12\x16\n\x0eoriginal_width\x18\x02 \x01(\x03\x12\x16\n\x0eresized_height\x18\x03 \x01(\x03\x12\x15\n\rresized_width\x18\x04 \x01(\x03\x12\x10\n\x08\x63rop_top\x18\x05 \x01(\x03\x12\x11\n\tcrop_left\x18\x06 \x01(\x03\x12\x13\n\x0b\x63rop_height\x18\x07 \x01(\x03\x12\x12\n\ncrop_width\x18\x08 \x01(\x03\"\x86\x01\n\x11TargetAttribution\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12)\n\x0b\x61ttribution\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x13\n\x0boverlay_png\x18\x05 \x01(\x0c\"\xc1\x01\n\x10ImageExplanation\x12\x35\n\x0c\x61ttributions\x18\x01 \x03(\x0b\x32\x1f.onnxplain.v1.TargetAttribution\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12(\n\x08geometry\x18\x03 \x01(\x0b\x32\x16.onnxplain.v1.Geometry\x12&\n\x08segments\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\"r\n\x04\x43ost\x12\x16\n\x0e\x66orward_passes\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61\x63kward_passes\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x03\x12\x0c\n\x04runs\x18\x04 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\"\xc6\x02\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x34\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x1e.onnxplain.v1.ImageExplanation\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.onnxplain.v1.Cost\x12\x41\n\nparameters\x18\x06 \x03(\x0b\x32-.onnxplain.v1.ExplainResponse.ParametersEntry\x12\x11\n\tproviders\x18\x07 \x03(\t\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.onnxplain.v1.Parameter:\x02\x38\x01\"E\n\x14\x45xplainStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.onnxplain.v1.ExplainRequest\"N\n\x08Progress\x12\x13\n\x0bpasses_done\x18\x01 \x01(\x03\x12\x14\n\x0cpasses_total\x18\x02 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\"\x89\x01\n\x12PartialAttribution\x12\x13\n\x0bimage_index\x18\x01 \x01(\x03\x12\x34\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32\x1f.onnxplain.v1.TargetAttribution\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x16.onnxplain.v1.Progress\"\xb2\x01\n\x15\x45xplainStreamResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.onnxplain.v1.ProgressH\x00\x12\x33\n\x07partial\x18\x02 \x01(\x0b\x32 .onnxplain.v1.PartialAttributionH\x00\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x1d.onnxplain.v1.ExplainResponseH\x00\x42\x07\n\x05\x65vent\"\x14\n\x12ListMethodsRequest\"@\n\x13ListMethodsResponse\x12)\n\x07methods\x18\x01 \x03(\x0b\x32\x18.onnxplain.v1.MethodInfo\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.onnxplain.v1.ModelStatus\"D\n\x17GetModelMetadataRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"I\n\x18GetModelMetadataResponse\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.onnxplain.v1.ModelMetadata\"=\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.onnxplain.v1.ModelStatus\"?\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"B\n\x13UnloadModelResponse\x12+\n\x08statuses\x18\x01 \x03(\x0b\x32\x19.onnxplain.v1.ModelStatus\"?\n\x12ReloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"@\n\x13ReloadModelResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.onnxplain.v1.ModelStatus*q\n\x10\x41ttributionShape\x12!\n\x1d\x41TTRIBUTION_SHAPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTRIBUTION_SHAPE_SPATIAL\x10\x01\x12\x1b\n\x17\x41TTRIBUTION_SHAPE_INPUT\x10\x02*[\n\nScoreSpace\x12\x1b\n\x17SCORE_SPACE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCORE_SPACE_RAW\x10\x01\x12\x1b\n\x17SCORE_SPACE_PROBABILITY\x10\x02\x32\xfa\x05\n\x0e\x45xplainService\x12\x46\n\x07Predict\x12\x1c.onnxplain.v1.PredictRequest\x1a\x1d.onnxplain.v1.PredictResponse\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12Z\n\rExplainStream\x12\".onnxplain.v1.ExplainStreamRequest\x1a#.onnxplain.v1.ExplainStreamResponse0\x01\x12R\n\x0bListMethods\x12 .onnxplain.v1.ListMethodsRequest\x1a!.onnxplain.v1.ListMethodsResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.onnxplain.v1.GetModelMetadataRequest\x1a&.onnxplain.v1.GetModelMetadataResponse\x12L\n\tLoadModel\x12\x1e.onnxplain.v1.LoadModelRequest\x1a\x1f.onnxplain.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .onnxplain.v1.UnloadModelRequest\x1a!.onnxplain.v1.UnloadModelResponse\x12R\n\x0bReloadModel\x12 .onnxplain.v1.ReloadModelRequest\x1a!.onnxplain.v1.ReloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"onnxplain/v1/explain_service.proto\x12\x0connxplain.v1\x1a\x18onnxplain/v1/model.proto\x1a\x19onnxplain/v1/tensor.proto\"t\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12&\n\x06tensor\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.TensorH\x00\x12&\n\x08segments\x18\x03 \x01(\x0b\x32\x14.onnxplain.v1.TensorB\x08\n\x06source\"I\n\x06Target\x12\x15\n\x0b\x63lass_index\x18\x01 \x01(\x03H\x00\x12\x0f\n\x05label\x18\x02 \x01(\tH\x00\x12\x0f\n\x05top_k\x18\x03 \x01(\x03H\x00\x42\x06\n\x04kind\"\x1c\n\nNumberList\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x86\x01\n\tParameter\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x11\n\x07integer\x18\x02 \x01(\x03H\x00\x12\x0e\n\x04\x66lag\x18\x03 \x01(\x08H\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12+\n\x07numbers\x18\x05 \x01(\x0b\x32\x18.onnxplain.v1.NumberListH\x00\x42\x07\n\x05value\"^\n\rRenderOptions\x12\x13\n\x0boverlay_png\x18\x01 \x01(\x08\x12\x10\n\x08\x63olormap\x18\x02 \x01(\t\x12\x17\n\x0f\x63lip_percentile\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\"o\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12#\n\x06images\x18\x03 \x03(\x0b\x32\x13.onnxplain.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\x03\"T\n\nClassScore\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x13\n\x0bprobability\x18\x04 \x01(\x02\"Y\n\nPrediction\x12$\n\x06scores\x18\x01 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12%\n\x03top\x18\x02 \x03(\x0b\x32\x18.onnxplain.v1.ClassScore\"k\n\x0fPredictResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12-\n\x0bpredictions\x18\x03 \x03(\x0b\x32\x18.onnxplain.v1.Prediction\"\xbc\x03\n\x0e\x45xplainRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12#\n\x06images\x18\x03 \x03(\x0b\x32\x13.onnxplain.v1.Image\x12\x0e\n\x06method\x18\x04 \x01(\t\x12@\n\nparameters\x18\x05 \x03(\x0b\x32,.onnxplain.v1.ExplainRequest.ParametersEntry\x12%\n\x07targets\x18\x06 \x03(\x0b\x32\x14.onnxplain.v1.Target\x12\x39\n\x11\x61ttribution_shape\x18\x07 \x01(\x0e\x32\x1e.onnxplain.v1.AttributionShape\x12-\n\x0bscore_space\x18\x08 \x01(\x0e\x32\x18.onnxplain.v1.ScoreSpace\x12+\n\x06render\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.RenderOptions\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.onnxplain.v1.Parameter:\x02\x38\x01\"\xb8\x01\n\x08Geometry\x12\x17\n\x0foriginal_height\x18\x01 \x01(\x03\x12\x16\n\x0eoriginal_width\x18\x02 \x01(\x03\x12\x16\n\x0eresized_height\x18\x03 \x01(\x03\x12\x15\n\rresized_width\x18\x04 \x01(\x03\x12\x10\n\x08\x63rop_top\x18\x05 \x01(\x03\x12\x11\n\tcrop_left\x18\x06 \x01(\x03\x12\x13\n\x0b\x63rop_height\x18\x07 \x01(\x03\x12\x12\n\ncrop_width\x18\x08 \x01(\x03\"\x86\x01\n\x11TargetAttribution\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12)\n\x0b\x61ttribution\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12\x13\n\x0boverlay_png\x18\x05 \x01(\x0c\"\xc2\x02\n\x10ImageExplanation\x12\x35\n\x0c\x61ttributions\x18\x01 \x03(\x0b\x32\x1f.onnxplain.v1.TargetAttribution\x12$\n\x06scores\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12(\n\x08geometry\x18\x03 \x01(\x0b\x32\x16.onnxplain.v1.Geometry\x12&\n\x08segments\x18\x04 \x01(\x0b\x32\x14.onnxplain.v1.Tensor\x12:\n\x06\x65xtras\x18\x05 \x03(\x0b\x32*.onnxplain.v1.ImageExplanation.ExtrasEntry\x1a\x43\n\x0b\x45xtrasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.onnxplain.v1.Tensor:\x02\x38\x01\"r\n\x04\x43ost\x12\x16\n\x0e\x66orward_passes\x18\x01 \x01(\x03\x12\x17\n\x0f\x62\x61\x63kward_passes\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x03\x12\x0c\n\x04runs\x18\x04 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\"\xc6\x02\n\x0f\x45xplainResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x34\n\x0c\x65xplanations\x18\x04 \x03(\x0b\x32\x1e.onnxplain.v1.ImageExplanation\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.onnxplain.v1.Cost\x12\x41\n\nparameters\x18\x06 \x03(\x0b\x32-.onnxplain.v1.ExplainResponse.ParametersEntry\x12\x11\n\tproviders\x18\x07 \x03(\t\x1aJ\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.onnxplain.v1.Parameter:\x02\x38\x01\"E\n\x14\x45xplainStreamRequest\x12-\n\x07request\x18\x01 \x01(\x0b\x32\x1c.onnxplain.v1.ExplainRequest\"N\n\x08Progress\x12\x13\n\x0bpasses_done\x18\x01 \x01(\x03\x12\x14\n\x0cpasses_total\x18\x02 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\"\x89\x01\n\x12PartialAttribution\x12\x13\n\x0bimage_index\x18\x01 \x01(\x03\x12\x34\n\x0b\x61ttribution\x18\x02 \x01(\x0b\x32\x1f.onnxplain.v1.TargetAttribution\x12(\n\x08progress\x18\x03 \x01(\x0b\x32\x16.onnxplain.v1.Progress\"\xb2\x01\n\x15\x45xplainStreamResponse\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.onnxplain.v1.ProgressH\x00\x12\x33\n\x07partial\x18\x02 \x01(\x0b\x32 .onnxplain.v1.PartialAttributionH\x00\x12/\n\x06result\x18\x03 \x01(\x0b\x32\x1d.onnxplain.v1.ExplainResponseH\x00\x42\x07\n\x05\x65vent\"\x14\n\x12ListMethodsRequest\"@\n\x13ListMethodsResponse\x12)\n\x07methods\x18\x01 \x03(\x0b\x32\x18.onnxplain.v1.MethodInfo\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.onnxplain.v1.ModelStatus\"D\n\x17GetModelMetadataRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"I\n\x18GetModelMetadataResponse\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.onnxplain.v1.ModelMetadata\"=\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.onnxplain.v1.ModelStatus\"?\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"B\n\x13UnloadModelResponse\x12+\n\x08statuses\x18\x01 \x03(\x0b\x32\x19.onnxplain.v1.ModelStatus\"?\n\x12ReloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"@\n\x13ReloadModelResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.onnxplain.v1.ModelStatus*q\n\x10\x41ttributionShape\x12!\n\x1d\x41TTRIBUTION_SHAPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTRIBUTION_SHAPE_SPATIAL\x10\x01\x12\x1b\n\x17\x41TTRIBUTION_SHAPE_INPUT\x10\x02*[\n\nScoreSpace\x12\x1b\n\x17SCORE_SPACE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCORE_SPACE_RAW\x10\x01\x12\x1b\n\x17SCORE_SPACE_PROBABILITY\x10\x02\x32\xfa\x05\n\x0e\x45xplainService\x12\x46\n\x07Predict\x12\x1c.onnxplain.v1.PredictRequest\x1a\x1d.onnxplain.v1.PredictResponse\x12\x46\n\x07\x45xplain\x12\x1c.onnxplain.v1.ExplainRequest\x1a\x1d.onnxplain.v1.ExplainResponse\x12Z\n\rExplainStream\x12\".onnxplain.v1.ExplainStreamRequest\x1a#.onnxplain.v1.ExplainStreamResponse0\x01\x12R\n\x0bListMethods\x12 .onnxplain.v1.ListMethodsRequest\x1a!.onnxplain.v1.ListMethodsResponse\x12O\n\nListModels\x12\x1f.onnxplain.v1.ListModelsRequest\x1a .onnxplain.v1.ListModelsResponse\x12\x61\n\x10GetModelMetadata\x12%.onnxplain.v1.GetModelMetadataRequest\x1a&.onnxplain.v1.GetModelMetadataResponse\x12L\n\tLoadModel\x12\x1e.onnxplain.v1.LoadModelRequest\x1a\x1f.onnxplain.v1.LoadModelResponse\x12R\n\x0bUnloadModel\x12 .onnxplain.v1.UnloadModelRequest\x1a!.onnxplain.v1.UnloadModelResponse\x12R\n\x0bReloadModel\x12 .onnxplain.v1.ReloadModelRequest\x1a!.onnxplain.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXPLAINREQUEST_PARAMETERSENTRY']._loaded_options = None
   _globals['_EXPLAINREQUEST_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_IMAGEEXPLANATION_EXTRASENTRY']._loaded_options = None
+  _globals['_IMAGEEXPLANATION_EXTRASENTRY']._serialized_options = b'8\001'
   _globals['_EXPLAINRESPONSE_PARAMETERSENTRY']._loaded_options = None
   _globals['_EXPLAINRESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_ATTRIBUTIONSHAPE']._serialized_start=3554
-  _globals['_ATTRIBUTIONSHAPE']._serialized_end=3667
-  _globals['_SCORESPACE']._serialized_start=3669
-  _globals['_SCORESPACE']._serialized_end=3760
+  _globals['_ATTRIBUTIONSHAPE']._serialized_start=3683
+  _globals['_ATTRIBUTIONSHAPE']._serialized_end=3796
+  _globals['_SCORESPACE']._serialized_start=3798
+  _globals['_SCORESPACE']._serialized_end=3889
   _globals['_IMAGE']._serialized_start=105
   _globals['_IMAGE']._serialized_end=221
   _globals['_TARGET']._serialized_start=223
@@ -68,45 +70,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGETATTRIBUTION']._serialized_start=1595
   _globals['_TARGETATTRIBUTION']._serialized_end=1729
   _globals['_IMAGEEXPLANATION']._serialized_start=1732
-  _globals['_IMAGEEXPLANATION']._serialized_end=1925
-  _globals['_COST']._serialized_start=1927
-  _globals['_COST']._serialized_end=2041
-  _globals['_EXPLAINRESPONSE']._serialized_start=2044
-  _globals['_EXPLAINRESPONSE']._serialized_end=2370
+  _globals['_IMAGEEXPLANATION']._serialized_end=2054
+  _globals['_IMAGEEXPLANATION_EXTRASENTRY']._serialized_start=1987
+  _globals['_IMAGEEXPLANATION_EXTRASENTRY']._serialized_end=2054
+  _globals['_COST']._serialized_start=2056
+  _globals['_COST']._serialized_end=2170
+  _globals['_EXPLAINRESPONSE']._serialized_start=2173
+  _globals['_EXPLAINRESPONSE']._serialized_end=2499
   _globals['_EXPLAINRESPONSE_PARAMETERSENTRY']._serialized_start=1331
   _globals['_EXPLAINRESPONSE_PARAMETERSENTRY']._serialized_end=1405
-  _globals['_EXPLAINSTREAMREQUEST']._serialized_start=2372
-  _globals['_EXPLAINSTREAMREQUEST']._serialized_end=2441
-  _globals['_PROGRESS']._serialized_start=2443
-  _globals['_PROGRESS']._serialized_end=2521
-  _globals['_PARTIALATTRIBUTION']._serialized_start=2524
-  _globals['_PARTIALATTRIBUTION']._serialized_end=2661
-  _globals['_EXPLAINSTREAMRESPONSE']._serialized_start=2664
-  _globals['_EXPLAINSTREAMRESPONSE']._serialized_end=2842
-  _globals['_LISTMETHODSREQUEST']._serialized_start=2844
-  _globals['_LISTMETHODSREQUEST']._serialized_end=2864
-  _globals['_LISTMETHODSRESPONSE']._serialized_start=2866
-  _globals['_LISTMETHODSRESPONSE']._serialized_end=2930
-  _globals['_LISTMODELSREQUEST']._serialized_start=2932
-  _globals['_LISTMODELSREQUEST']._serialized_end=2951
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2953
-  _globals['_LISTMODELSRESPONSE']._serialized_end=3016
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=3018
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=3086
-  _globals['_GETMODELMETADATARESPONSE']._serialized_start=3088
-  _globals['_GETMODELMETADATARESPONSE']._serialized_end=3161
-  _globals['_LOADMODELREQUEST']._serialized_start=3163
-  _globals['_LOADMODELREQUEST']._serialized_end=3224
-  _globals['_LOADMODELRESPONSE']._serialized_start=3226
-  _globals['_LOADMODELRESPONSE']._serialized_end=3288
-  _globals['_UNLOADMODELREQUEST']._serialized_start=3290
-  _globals['_UNLOADMODELREQUEST']._serialized_end=3353
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=3355
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=3421
-  _globals['_RELOADMODELREQUEST']._serialized_start=3423
-  _globals['_RELOADMODELREQUEST']._serialized_end=3486
-  _globals['_RELOADMODELRESPONSE']._serialized_start=3488
-  _globals['_RELOADMODELRESPONSE']._serialized_end=3552
-  _globals['_EXPLAINSERVICE']._serialized_start=3763
-  _globals['_EXPLAINSERVICE']._serialized_end=4525
+  _globals['_EXPLAINSTREAMREQUEST']._serialized_start=2501
+  _globals['_EXPLAINSTREAMREQUEST']._serialized_end=2570
+  _globals['_PROGRESS']._serialized_start=2572
+  _globals['_PROGRESS']._serialized_end=2650
+  _globals['_PARTIALATTRIBUTION']._serialized_start=2653
+  _globals['_PARTIALATTRIBUTION']._serialized_end=2790
+  _globals['_EXPLAINSTREAMRESPONSE']._serialized_start=2793
+  _globals['_EXPLAINSTREAMRESPONSE']._serialized_end=2971
+  _globals['_LISTMETHODSREQUEST']._serialized_start=2973
+  _globals['_LISTMETHODSREQUEST']._serialized_end=2993
+  _globals['_LISTMETHODSRESPONSE']._serialized_start=2995
+  _globals['_LISTMETHODSRESPONSE']._serialized_end=3059
+  _globals['_LISTMODELSREQUEST']._serialized_start=3061
+  _globals['_LISTMODELSREQUEST']._serialized_end=3080
+  _globals['_LISTMODELSRESPONSE']._serialized_start=3082
+  _globals['_LISTMODELSRESPONSE']._serialized_end=3145
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=3147
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=3215
+  _globals['_GETMODELMETADATARESPONSE']._serialized_start=3217
+  _globals['_GETMODELMETADATARESPONSE']._serialized_end=3290
+  _globals['_LOADMODELREQUEST']._serialized_start=3292
+  _globals['_LOADMODELREQUEST']._serialized_end=3353
+  _globals['_LOADMODELRESPONSE']._serialized_start=3355
+  _globals['_LOADMODELRESPONSE']._serialized_end=3417
+  _globals['_UNLOADMODELREQUEST']._serialized_start=3419
+  _globals['_UNLOADMODELREQUEST']._serialized_end=3482
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=3484
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=3550
+  _globals['_RELOADMODELREQUEST']._serialized_start=3552
+  _globals['_RELOADMODELREQUEST']._serialized_end=3615
+  _globals['_RELOADMODELRESPONSE']._serialized_start=3617
+  _globals['_RELOADMODELRESPONSE']._serialized_end=3681
+  _globals['_EXPLAINSERVICE']._serialized_start=3892
+  _globals['_EXPLAINSERVICE']._serialized_end=4654
 # @@protoc_insertion_point(module_scope)

@@ -139,10 +139,13 @@ def save_explanation(explanation: Explanation, output_dir: Path, stem: str) -> l
     maps_path = output_dir / f"{base}.npy"
     np.save(maps_path, explanation.attribution)
     written = [maps_path]
-    if explanation.segments is not None:
-        segments_path = output_dir / f"{base}.segments.npy"
-        np.save(segments_path, explanation.segments)
-        written.append(segments_path)
+    # Segments and method extras (e.g. clear's dominant_class) beside the maps, one .npy each.
+    arrays = {"segments": explanation.segments, **explanation.extras}
+    for name, array in arrays.items():
+        if array is not None:
+            path = output_dir / f"{base}.{name}.npy"
+            np.save(path, array)
+            written.append(path)
     several = len(explanation.targets) > 1
     for class_index, overlay in zip(explanation.targets, explanation.overlays, strict=False):
         overlay_path = output_dir / (f"{base}.t{class_index}.png" if several else f"{base}.png")

@@ -141,6 +141,11 @@ def segments_to_tensor(segments: np.ndarray) -> tensor_pb.Tensor:
     return tensor_pb.Tensor(dtype=tensor_pb.DATA_TYPE_INT32, shape=segments.shape, data=segments.tobytes())
 
 
+def extra_to_tensor(value: np.ndarray) -> tensor_pb.Tensor:
+    """Integer extras (class maps) travel as int32, everything else as float32."""
+    return segments_to_tensor(value) if np.issubdtype(value.dtype, np.integer) else array_to_tensor(value)
+
+
 def parameter_message(value: Any) -> pb.Parameter:
     if isinstance(value, bool):
         return pb.Parameter(flag=value)
@@ -195,6 +200,7 @@ def explain_response(result: schema.ExplainResult) -> pb.ExplainResponse:
                 scores=array_to_tensor(explanation.scores),
                 geometry=geometry_message(explanation.geometry) if explanation.geometry else None,
                 segments=None if explanation.segments is None else segments_to_tensor(explanation.segments),
+                extras={name: extra_to_tensor(value) for name, value in explanation.extras.items()},
             )
             for explanation in result.explanations
         ],

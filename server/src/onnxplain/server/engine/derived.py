@@ -49,6 +49,12 @@ class DerivedSession:
         self._session = session
         self.input_names = tuple(value.name for value in session.get_inputs())
         self.output_names = tuple(value.name for value in session.get_outputs())
+        # What the builder noted about the graph (the model's metadata_props), e.g. which layer it reads out.
+        self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        # Static input shapes (None for symbolic dimensions), to shape feeds.
+        self.input_shapes = {
+            value.name: tuple(d if isinstance(d, int) else None for d in value.shape) for value in session.get_inputs()
+        }
 
     @property
     def providers(self) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,25 +68,31 @@ class ModelSession:
 
     def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
         """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""
-        step = self.fixed_batch
-        if step is None or len(batch) == step:
-            return self._run_once(batch, token)
-        parts = []
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
-            parts.append(self._run_once(self._padded(chunk), token)[: len(chunk)])
-        return np.concatenate(parts)
-
-    def _padded(self, chunk: np.ndarray) -> np.ndarray:
-        missing = self.fixed_batch - len(chunk)
-        if missing == 0:
-            return chunk
-        return np.concatenate([chunk, np.repeat(chunk[-1:], missing, axis=0)])
+        (scores,) = run_in_chunks([batch], self.fixed_batch, lambda chunk: [self._run_once(chunk[0], token)])
+        return scores
 
     def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
         (scores,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape)
         return _as_class_scores(scores)
+
+
+def run_in_chunks(
+    arrays: Sequence[np.ndarray], step: int | None, run: Callable[[list[np.ndarray]], list[np.ndarray]]
+) -> list[np.ndarray]:
+    """`run` over rows of `arrays` (aligned on axis 0) in chunks of exactly `step` rows, the last one padded by
+    repeating its last row, for graphs exported with a fixed batch; one call when `step` is None."""
+    rows = len(arrays[0])
+    if step is None or rows == step:
+        return run(list(arrays))
+    parts = []
+    for start in range(0, rows, step):
+        chunk = [array[start : start + step] for array in arrays]
+        missing = step - len(chunk[0])
+        if missing:
+            chunk = [np.concatenate([part, np.repeat(part[-1:], missing, axis=0)]) for part in chunk]
+        parts.append([output[: step - missing] for output in run(chunk)])
+    return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
 
 def run_guarded(

@@ -119,16 +119,22 @@ def _image_explanation(
 ) -> ImageExplanation:
     layout = model.signature.layout
     target_maps = []
+    # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
+    shape = "input" if get_method(query.method).family == "visualization" else query.attribution_shape
     for class_index, target_score, spatial in zip(targets, target_scores, attribution.maps, strict=True):
-        shaped = _shaped(spatial, image.tensor, layout, query.attribution_shape)
+        shaped = _shaped(spatial, image.tensor, layout, shape)
         overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render)
         target_maps.append(TargetMap(class_index, model.label_of(class_index), float(target_score), shaped, overlay))
-    return ImageExplanation(target_maps, scores, image.geometry, attribution.segments)
+    return ImageExplanation(target_maps, scores, image.geometry, attribution.segments, attribution.extras)
 
 
 def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:
-    """Spatial (H, W) maps as they are; broadcast over channels when the input shape is asked for."""
-    if shape == "spatial" or attribution.shape == tensor.shape:
+    """Spatial (H, W) maps as they are, broadcast over channels when the input shape is asked for; input-shaped maps
+    (gradients) as they are, or summed over channels when a spatial map is asked for (the sum keeps completeness:
+    an integrated-gradients map still sums to the score change)."""
+    if attribution.shape == tensor.shape:
+        return attribution if shape == "input" else attribution.sum(axis=0 if layout == "NCHW" else 2)
+    if shape == "spatial":
         return attribution
     expanded = attribution[None, :, :] if layout == "NCHW" else attribution[:, :, None]
     return np.ascontiguousarray(np.broadcast_to(expanded, tensor.shape))

@@ -96,6 +96,7 @@ class ImageExplanation:
     scores: np.ndarray
     geometry: Geometry | None
     segments: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -37,10 +37,13 @@ ProgressCallback = Callable[[Progress], None]
 @dataclass(frozen=True)
 class Attribution:
     """A method's result for one image: (T, H, W) spatial maps, or (T, *input shape) for naturally input-shaped
-    methods; `segments` is the (H, W) int32 segmentation that segment-based methods attributed over."""
+    methods (gradients); `segments` is the (H, W) int32 segmentation that segment-based methods attributed over."""
 
     maps: np.ndarray
     segments: np.ndarray | None = None
+    # Method-specific results beside the maps, by name: integrated_gradients' convergence_delta (T,), clear's
+    # dominant_class and dominant_response (H, W). Sent to the client as they are.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,6 +59,11 @@ class PassCounter:
         self.forward += images
         self.runs += session.runs_for(images)
         self.batch_size = max(self.batch_size, session.images_per_run(images))
+
+    def record_backward(self, session: ModelSession | DerivedSession, images: int) -> None:
+        """A forward+backward run over `images` rows."""
+        self.record_forward(session, images)
+        self.backward += images
 
     def add(self, other: PassCounter) -> None:
         self.forward += other.forward

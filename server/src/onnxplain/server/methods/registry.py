@@ -24,13 +24,24 @@ def get_method(name: str) -> AttributionMethod:
 
 def _register_builtin_methods() -> None:
     # Imported for their @register side effect; one line per method module.
-    from onnxplain.server.methods import (
-        feature_ablation,  # noqa: F401
-        kernel_shap,  # noqa: F401
-        lime,  # noqa: F401
-        occlusion,  # noqa: F401
-        prediction_difference,  # noqa: F401
-        rise,  # noqa: F401
+    from onnxplain.server.methods import (  # noqa: F401
+        cam,
+        clear,
+        feature_ablation,
+        feature_visualization,
+        gradient,
+        guided_grad_cam,
+        integrated_gradients,
+        kernel_shap,
+        lime,
+        lrp,
+        occlusion,
+        prediction_difference,
+        relu_variants,
+        rise,
+        score_cam,
+        signed_saliency,
+        smoothgrad,
     )
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
+from onnxplain.server.engine.backward.support import gradient_problem as find_gradient_problem
 from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.session import ModelSession
@@ -43,13 +44,20 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         )
         num_classes = _warm_up(session, signature, config)
         _check_labels(config, num_classes)
+        gradient_problem = find_gradient_problem(graph, signature.input.name, signature.output.name)
     except ModelLoadError:
         raise
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
     derived = DerivedGraphs(source.path, providers=providers, threads=settings.intra_op_threads)
     return LoadedModel(
-        source=source, config=config, signature=signature, session=session, num_classes=num_classes, derived=derived
+        source=source,
+        config=config,
+        signature=signature,
+        session=session,
+        num_classes=num_classes,
+        derived=derived,
+        gradient_problem=gradient_problem,
     )
 
 

@@ -37,6 +37,8 @@ class LoadedModel:
     session: ModelSession
     num_classes: int | None
     derived: DerivedGraphs
+    # Why gradient methods cannot run on this model (an op without a VJP rule), or None.
+    gradient_problem: str | None = None
 
     @property
     def name(self) -> str:

@@ -14,6 +14,8 @@ from onnxplain.server.imaging.spec import Layout
 
 _PASS_THROUGH_OPS = {"Identity", "Flatten", "Reshape", "Squeeze", "Cast"}
 _PROBABILITY_OPS = {"Softmax", "Sigmoid"}
+# Activations that end a classifier; gradient methods explain their input (the logits) unless asked otherwise.
+_OUTPUT_ACTIVATIONS = {"Softmax", "LogSoftmax", "Sigmoid"}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 _COLOR_CHANNELS = (1, 3)
 # Activation bytes per input byte assumed when shape inference cannot tell (deep CNNs run 10-100x).
@@ -132,11 +134,17 @@ def _pick(specs: tuple[TensorSpec, ...], name: str | None, kind: str) -> TensorS
 
 
 def _final_activation(graph: onnx.GraphProto, output_name: str) -> str | None:
+    node = output_activation(graph, output_name)
+    return node.op_type if node is not None and node.op_type in _PROBABILITY_OPS else None
+
+
+def output_activation(graph: onnx.GraphProto, output_name: str) -> onnx.NodeProto | None:
+    """The Softmax, LogSoftmax or Sigmoid node that produces the output (through reshapes), if any."""
     producers = {out: node for node in graph.node for out in node.output}
     node = producers.get(output_name)
     while node is not None and node.op_type in _PASS_THROUGH_OPS:
         node = producers.get(node.input[0])
-    return node.op_type if node is not None and node.op_type in _PROBABILITY_OPS else None
+    return node if node is not None and node.op_type in _OUTPUT_ACTIVATIONS else None
 
 
 def _activation_ratio(model: onnx.ModelProto, image_input: TensorSpec) -> float:

@@ -1,0 +1,170 @@
+"""What a VJP rule sees while the backward graph is built: static shapes and constant values of the forward graph,
+and one way to add nodes and constants to it.
+
+Rules emit standard ai.onnx ops in the forms of the model's opset (the builder raises models below opset 16 to 16
+first, so every rule may use input-form axes, Split sizes and ScatterElements reductions). Shapes are static where
+shape inference knows them (the builder fixes the image size; only the batch stays symbolic), so constants replace
+runtime Shape chains wherever possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+Shape = tuple[int | None, ...]
+
+
+class BackwardContext:
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        opset: int,
+        shapes: dict[str, Shape],
+        dtypes: dict[str, int],
+        needed: set[str],
+    ) -> None:
+        self.graph = graph
+        self.opset = opset
+        self._shapes = shapes
+        self._dtypes = dtypes
+        # Tensors whose gradient the walk needs: rules skip the VJPs of other inputs (weights, shapes, masks).
+        self._needed = needed
+        self._constants: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+                self._constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
+        self._taken |= set(self._constants) | {value.name for value in graph.input}
+        self._counter = 0
+
+    # What the forward graph says.
+
+    def needs(self, name: str) -> bool:
+        """Whether the walk wants the gradient of this tensor."""
+        return name in self._needed
+
+    def shape(self, name: str) -> Shape | None:
+        """The static shape (None for unknown dimensions), or None when not even the rank is known."""
+        if name in self._constants:
+            return tuple(self._constants[name].shape)
+        return self._shapes.get(name)
+
+    def static_shape(self, name: str) -> tuple[int, ...]:
+        """The shape when every dimension is known; rules that cannot work without one call this."""
+        shape = self.shape(name)
+        if shape is None or any(d is None for d in shape):
+            raise UnknownShape(name, shape)
+        return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+
+    def rank(self, name: str) -> int:
+        shape = self.shape(name)
+        if shape is None:
+            raise UnknownShape(name, shape)
+        return len(shape)
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output, else None."""
+        return self._constants.get(name) if name else None
+
+    def dtype(self, name: str) -> np.dtype:
+        """The numpy dtype of a tensor (float32 when inference did not say)."""
+        if name in self._constants:
+            return self._constants[name].dtype
+        elem = self._dtypes.get(name, onnx.TensorProto.FLOAT)
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+
+    # Adding to the graph.
+
+    def fresh(self, hint: str) -> str:
+        while True:
+            self._counter += 1
+            name = f"onnxplain_bw/{hint}_{self._counter}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def constant(self, value: Any, like: str | None = None, hint: str = "const") -> str:
+        """An initializer holding `value`, in the dtype of tensor `like` when given."""
+        array = np.asarray(value, dtype=self.dtype(like) if like else None)
+        name = self.fresh(hint)
+        self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self._constants[name] = array
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "ints") -> str:
+        return self.constant(np.asarray(values, dtype=np.int64), hint=hint)
+
+    def op(self, op_type: str, inputs: Sequence[str], *, outputs: int = 1, hint: str | None = None, **attrs: Any):
+        """Add one node; returns its output name, or the list of names when `outputs` > 1."""
+        base = hint or op_type.lower()
+        names = [self.fresh(base) for _ in range(outputs)]
+        node = helper.make_node(op_type, list(inputs), names, name=self.fresh(f"{base}_node"), **attrs)
+        self.graph.node.append(node)
+        return names[0] if outputs == 1 else names
+
+    def forward_output(self, node: onnx.NodeProto, index: int, hint: str) -> str:
+        """The node's optional output `index`, added to the forward node when the export left it out
+        (MaxPool's Indices)."""
+        while len(node.output) <= index:
+            node.output.append("")
+        if not node.output[index]:
+            node.output[index] = self.fresh(hint)
+        return node.output[index]
+
+    # Helpers many rules share.
+
+    def shape_tensor(self, like: str) -> str:
+        """A tensor holding `like`'s shape: a constant when static, a Shape node otherwise."""
+        shape = self.shape(like)
+        if shape is not None and all(d is not None for d in shape):
+            return self.ints(shape, hint="shape")
+        return self.op("Shape", [like])
+
+    def reshape_like(self, grad: str, like: str) -> str:
+        """`grad` reshaped to `like`'s shape (one unknown dimension becomes -1 in a constant shape)."""
+        shape = self.shape(like)
+        if shape is not None and sum(d is None for d in shape) <= 1:
+            return self.op("Reshape", [grad, self.ints([-1 if d is None else d for d in shape])])
+        return self.op("Reshape", [grad, self.op("Shape", [like])])
+
+    def expand_like(self, grad: str, like: str) -> str:
+        return self.op("Expand", [grad, self.shape_tensor(like)])
+
+    def reduce_sum(self, x: str, axes: Sequence[int], keepdims: bool = True) -> str:
+        if not axes:
+            # ReduceSum with empty axes reduces everything: nothing to reduce means no node.
+            return x
+        return self.op("ReduceSum", [x, self.ints(sorted(axes))], keepdims=int(keepdims))
+
+    def unbroadcast(self, grad: str, operand: str, output: str) -> str:
+        """The gradient of a broadcast operand: sum over the axes it was broadcast along, then its own shape."""
+        out_shape, in_shape = self.shape(output), self.shape(operand)
+        if out_shape is None or in_shape is None:
+            raise UnknownShape(operand, in_shape)
+        lead = len(out_shape) - len(in_shape)
+        axes = list(range(lead))
+        axes += [lead + i for i, d in enumerate(in_shape) if d == 1 and out_shape[lead + i] != 1]
+        if not axes and lead == 0:
+            return grad
+        return self.reshape_like(self.reduce_sum(grad, axes), operand)
+
+    def scalar(self, value: float, like: str) -> str:
+        return self.constant(np.asarray(value), like=like, hint="scalar")
+
+    def zeros_like(self, like: str) -> str:
+        return self.expand_like(self.scalar(0.0, like), like)
+
+    def sum(self, terms: Sequence[str]) -> str:
+        return terms[0] if len(terms) == 1 else self.op("Sum", list(terms))
+
+
+class UnknownShape(ValueError):
+    """A rule needed a shape that shape inference could not give."""
+
+    def __init__(self, name: str, shape: Shape | None) -> None:
+        super().__init__(f"the shape of tensor {name!r} is not known statically ({shape})")

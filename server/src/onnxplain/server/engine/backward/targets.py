@@ -1,0 +1,108 @@
+"""Which tensor a gradient method differentiates, and which feature map CAM methods read by default."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from onnxplain.server.engine.backward.context import Shape
+from onnxplain.server.repository.signature import output_activation
+
+_GLOBAL_POOLS = {"GlobalAveragePool", "GlobalMaxPool"}
+_REDUCE_POOLS = {"ReduceMean", "ReduceMax", "ReduceSum"}
+_WINDOW_POOLS = {"AveragePool", "MaxPool"}
+
+
+def explained_tensor(model: onnx.ModelProto, output: str, probability: bool, class_axis: int = 1) -> str:
+    """The logits by default: a trailing Softmax, LogSoftmax or Sigmoid is skipped, since gradients of a probability
+    mix all classes and vanish as it saturates. With `probability`, the probability itself (a Softmax over the
+    logits is appended for models that output logits or log-probabilities)."""
+    activation = output_activation(model.graph, output)
+    if activation is None:
+        return _append_softmax(model, output, class_axis) if probability else output
+    logits = activation.input[0]
+    if not probability:
+        return logits
+    if activation.op_type == "LogSoftmax":
+        axis = next((a.i for a in activation.attribute if a.name == "axis"), -1)
+        return _append_softmax(model, logits, axis)
+    return activation.output[0]
+
+
+def _append_softmax(model: onnx.ModelProto, logits: str, axis: int) -> str:
+    name = "onnxplain_probability"
+    model.graph.node.append(helper.make_node("Softmax", [logits], [name], name="onnxplain_softmax", axis=axis))
+    return name
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """A 4-D activation and where its channel and spatial axes are (exporters of NHWC models keep NHWC maps)."""
+
+    tensor: str
+    channel_axis: int
+    spatial_axes: tuple[int, int]
+
+
+def default_feature_map(graph: onnx.GraphProto, target: str, shapes: dict[str, Shape]) -> FeatureMap | None:
+    """The last 4-D feature map before the classifier head: the input of the pooling (global, window over the whole
+    map, or a mean over two axes) or of the Flatten nearest the target, searched backwards from the target."""
+    producers = {out: node for node in graph.node for out in node.output}
+    constants = {init.name: init for init in graph.initializer}
+    seen, queue = set(), deque([target])
+    while queue:
+        node = producers.get(queue.popleft())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        found = _pooled_map(node, shapes, constants)
+        if found is not None:
+            return found
+        queue.extend(name for name in node.input if name and name not in constants)
+    return None
+
+
+def feature_map_named(name: str, shapes: dict[str, Shape]) -> FeatureMap:
+    """A layer a request names: 4-D, taken as channels-first (what ONNX convolutions produce)."""
+    shape = shapes.get(name)
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"layer {name!r} is not a 4-D feature map (shape {shape})")
+    return FeatureMap(name, 1, (2, 3))
+
+
+def _pooled_map(node: onnx.NodeProto, shapes: dict[str, Shape], constants: dict) -> FeatureMap | None:
+    source = node.input[0] if node.input else ""
+    shape = shapes.get(source)
+    if shape is None or len(shape) != 4:
+        return None
+    found = None
+    if node.op_type in _GLOBAL_POOLS | _WINDOW_POOLS or node.op_type == "Flatten":
+        if node.op_type not in _WINDOW_POOLS or _covers_whole_map(node, shape):
+            found = FeatureMap(source, 1, (2, 3))
+    elif node.op_type in _REDUCE_POOLS:
+        axes = _reduce_axes(node, constants)
+        if axes is not None and len(axes) == 2:
+            spatial = tuple(sorted(a % 4 for a in axes))
+            channel = next(a for a in (1, 2, 3) if a not in spatial)
+            found = FeatureMap(source, channel, spatial)  # type: ignore[arg-type]
+    # A map already pooled to 1x1 (the Flatten after global pooling) has nothing spatial left to show.
+    if found is None or all(shape[axis] == 1 for axis in found.spatial_axes):
+        return None
+    return found
+
+
+def _covers_whole_map(node: onnx.NodeProto, shape: Shape) -> bool:
+    kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [])
+    return list(shape[2:]) == kernel
+
+
+def _reduce_axes(node: onnx.NodeProto, constants: dict) -> list[int] | None:
+    for attribute in node.attribute:
+        if attribute.name == "axes":
+            return list(attribute.ints)
+    if len(node.input) > 1 and node.input[1] in constants:
+        return onnx.numpy_helper.to_array(constants[node.input[1]]).tolist()
+    return None

@@ -1,0 +1,144 @@
+"""Backward sessions of a served model: the forward graph plus VJP nodes, built once per (rule set, layer, score
+space, image size) through the derived-graph cache, and run on images with one seed row per image.
+
+A seed row is a weight vector over the classes, so a row can ask for one class (one-hot), a combination, or nothing
+(zeros, when only the scores are wanted); many rows run in one ONNX Runtime run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from onnxplain.server.engine.backward.builder import MissingRule, differentiate, gradient_output
+from onnxplain.server.engine.backward.prepare import ConversionError, fix_input_shape, infer_shapes, with_min_opset
+from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
+from onnxplain.server.engine.backward.targets import (
+    FeatureMap,
+    default_feature_map,
+    explained_tensor,
+    feature_map_named,
+)
+from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.derived import DerivedSession
+from onnxplain.server.engine.session import run_in_chunks
+from onnxplain.server.errors import FailedPrecondition, InvalidInput
+from onnxplain.server.repository.model import LoadedModel
+from onnxplain.server.repository.signature import ModelSignature
+
+_FEATURE_MAP_KEY = "onnxplain.feature_map"
+
+
+@dataclass(frozen=True)
+class BackwardSpec:
+    """What a method needs from a backward graph. `layer` None with `cam_layer` True means the default feature map."""
+
+    ruleset: RuleSet = GRADIENT
+    input_gradient: bool = True
+    layer: str | None = None
+    cam_layer: bool = False
+    probability: bool = False
+    # A tensor to differentiate instead of the class scores (feature visualisation of a channel); seeds then have
+    # that tensor's shape.
+    objective: str | None = None
+
+
+@dataclass(frozen=True)
+class BackwardResult:
+    """Per row: the explained scores (logits, or probabilities when asked), seedᵀ·∂score/∂input, and the layer's
+    activation and gradient when a layer was read out."""
+
+    scores: np.ndarray
+    input_gradient: np.ndarray | None
+    layer: np.ndarray | None
+    layer_gradient: np.ndarray | None
+
+
+class BackwardSession:
+    def __init__(
+        self, session: DerivedSession, feature_map: FeatureMap | None, spec: BackwardSpec, fixed_batch: int | None
+    ) -> None:
+        self._session = session
+        self.feature_map = feature_map
+        self.spec = spec
+        self.fixed_batch = fixed_batch
+        self._image_input, self._seed_input = session.input_names
+        self.seed_shape = session.input_shapes[self._seed_input]
+
+    def runs_for(self, images: int) -> int:
+        return -(-images // self.fixed_batch) if self.fixed_batch else 1
+
+    def images_per_run(self, images: int) -> int:
+        return min(images, self.fixed_batch) if self.fixed_batch else images
+
+    def run(self, images: np.ndarray, seeds: np.ndarray, token: CancelToken | None = None) -> BackwardResult:
+        """images (n, *input shape), seeds (n, K) -> one BackwardResult over the n rows."""
+        seeds = np.ascontiguousarray(seeds, dtype=np.float32).reshape(len(seeds), *self.seed_shape[1:])
+        images = np.ascontiguousarray(images, dtype=np.float32)
+
+        def run_once(chunk: list[np.ndarray]) -> list[np.ndarray]:
+            return self._session.run({self._image_input: chunk[0], self._seed_input: chunk[1]}, token)
+
+        outputs = run_in_chunks([images, seeds], self.fixed_batch, run_once)
+        scores = outputs[0].reshape(len(images), -1)
+        named = dict(zip(self._session.output_names, outputs, strict=True))
+        layer = self.feature_map.tensor if self.feature_map else None
+        return BackwardResult(
+            scores=scores,
+            input_gradient=named.get(gradient_output(self._image_input)) if self.spec.input_gradient else None,
+            layer=named.get(layer) if layer else None,
+            layer_gradient=named.get(gradient_output(layer)) if layer else None,
+        )
+
+
+def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: BackwardSpec) -> BackwardSession:
+    """The model's backward session for images of `sample_shape` (no batch), built on first use."""
+    signature = model.signature
+
+    def build(full: onnx.ModelProto) -> onnx.ModelProto:
+        try:
+            fix_input_shape(full, signature.input.name, sample_shape)
+            full = with_min_opset(full)
+            target = spec.objective or explained_tensor(
+                full, signature.output.name, spec.probability, _class_axis(signature)
+            )
+            feature_map = _feature_map(full, target, spec) if spec.cam_layer or spec.layer else None
+            wrt = [signature.input.name] if spec.input_gradient else []
+            readouts = [feature_map.tensor] if feature_map else []
+            built = differentiate(full, target, [*wrt, *readouts], ruleset=spec.ruleset, readouts=readouts).model
+            if feature_map is not None:
+                onnx.helper.set_model_props(built, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
+            return built
+        except (MissingRule, ConversionError) as error:
+            raise FailedPrecondition(f"gradient methods are unavailable for model {model.name!r}: {error}") from error
+
+    key = ("backward", spec, tuple(sample_shape))
+    session = model.derived_session(key, build)
+    noted = session.metadata.get(_FEATURE_MAP_KEY)
+    feature_map = None
+    if noted:
+        fields = json.loads(noted)
+        feature_map = FeatureMap(fields["tensor"], fields["channel_axis"], tuple(fields["spatial_axes"]))
+    return BackwardSession(session, feature_map, spec, signature.fixed_batch)
+
+
+def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec) -> FeatureMap:
+    _, shapes, _ = infer_shapes(model)
+    if spec.layer:
+        try:
+            return feature_map_named(spec.layer, shapes)
+        except ValueError as error:
+            raise InvalidInput(str(error)) from error
+    found = default_feature_map(model.graph, target, shapes)
+    if found is None:
+        raise FailedPrecondition("no 4-D feature map feeds the classifier head; name one with the 'layer' parameter")
+    return found
+
+
+def _class_axis(signature: ModelSignature) -> int:
+    dims = signature.output.shape
+    return next((axis for axis in range(1, len(dims)) if dims[axis] != 1), 1)

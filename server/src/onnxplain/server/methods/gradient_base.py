@@ -1,0 +1,113 @@
+"""The base every backward-graph method shares: which backward graph it needs (BackwardSpec) and how rows of
+(image, seed) pairs run through it in batches, with pass limits, cancellation, progress and pass counting.
+
+A method lays its work out as rows: integrated gradients has steps x targets rows (scaled images, one-hot seeds),
+SmoothGrad samples x targets (noisy images), the multi-class saliency maps one row per class. One ONNX Runtime run
+takes a batch of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
+from onnxplain.server.engine.gradients import BackwardResult, BackwardSession, BackwardSpec, backward_session
+from onnxplain.server.methods.base import AttributionMethod, ExplainJob, Family, Progress
+from onnxplain.server.methods.perturbation import check_pass_limit
+from onnxplain.server.repository.model import LoadedModel
+
+# A backward run keeps the forward activations alive for the VJPs: about twice a forward's memory per row.
+BACKWARD_MEMORY_FACTOR = 2
+
+
+class GradientMethod(AttributionMethod):
+    family: ClassVar[Family] = "gradient"
+    ruleset: ClassVar[RuleSet] = GRADIENT
+
+    def unsupported_reason(self, model: LoadedModel) -> str | None:
+        return model.gradient_problem
+
+    def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:
+        """The backward graph this method needs; input gradients with the method's rule set by default."""
+        return BackwardSpec(ruleset=self.ruleset, probability=job.scorer.space == "probability")
+
+
+def session_for(job: ExplainJob, spec: BackwardSpec) -> BackwardSession:
+    return backward_session(job.model, job.image.shape, spec)
+
+
+def one_hot(job: ExplainJob, classes: np.ndarray | list[int]) -> np.ndarray:
+    """(len(classes), K) seeds asking for one class each."""
+    seeds = np.zeros((len(classes), len(job.scores)), dtype=np.float32)
+    seeds[np.arange(len(classes)), np.asarray(classes)] = 1.0
+    return seeds
+
+
+def run_rows(
+    job: ExplainJob, session: BackwardSession, images: np.ndarray, seeds: np.ndarray, parameter: str | None = None
+) -> BackwardResult:
+    """All rows through the backward graph in batches; `images` may be one image for every row (broadcast)."""
+    count = len(seeds)
+    check_pass_limit(job, count, parameter)
+    batch = max(1, job.batch_size // BACKWARD_MEMORY_FACTOR)
+    parts: list[BackwardResult] = []
+    for start in range(0, count, batch):
+        stop = min(start + batch, count)
+        rows = (
+            images[start:stop] if len(images) == count else np.broadcast_to(images, (stop - start, *images.shape[1:]))
+        )
+        parts.append(session.run(rows, seeds[start:stop], job.scorer.token))
+        job.scorer.passes.record_backward(session, stop - start)
+        if job.progress is not None:
+            job.progress(Progress(stop, count))
+    return _concatenated(parts)
+
+
+def _concatenated(parts: list[BackwardResult]) -> BackwardResult:
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(field: str) -> np.ndarray | None:
+        values = [getattr(part, field) for part in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    return BackwardResult(joined("scores"), joined("input_gradient"), joined("layer"), joined("layer_gradient"))
+
+
+def target_gradients(job: ExplainJob, spec: BackwardSpec) -> BackwardResult:
+    """One row per target: the image with a one-hot seed of the target."""
+    return run_rows(job, session_for(job, spec), job.image[None], one_hot(job, job.scorer.targets))
+
+
+def channel_axis(job: ExplainJob) -> int:
+    """The channel axis of (rows, *input shape) arrays."""
+    return 1 if job.layout == "NCHW" else 3
+
+
+def for_every_class(job: ExplainJob, spec: BackwardSpec, consume: Callable[[np.ndarray, BackwardResult], None]) -> None:
+    """One backward row per class of the model, in batches: `consume(classes, result)` gets each batch, so a
+    1000-class Jacobian (600 MB at 3x224x224) never sits in memory at once."""
+    classes = len(job.scores)
+    check_pass_limit(job, classes)
+    session = session_for(job, spec)
+    batch = max(1, job.batch_size // BACKWARD_MEMORY_FACTOR)
+    for start in range(0, classes, batch):
+        chunk = np.arange(start, min(start + batch, classes))
+        rows = np.broadcast_to(job.image[None], (len(chunk), *job.image.shape))
+        consume(chunk, session.run(rows, one_hot(job, chunk), job.scorer.token))
+        job.scorer.passes.record_backward(session, len(chunk))
+        if job.progress is not None:
+            job.progress(Progress(int(chunk[-1]) + 1, classes))
+
+
+def input_bounds(job: ExplainJob) -> tuple[float, float]:
+    """The range pixels in [0, 1] span after the model's normalisation; the image's own range for raw-tensor models.
+    (LRP's z-box bounds are part of the graph's cache key: a fixed range spares a graph build per image.)"""
+    spec = job.model.preprocessing
+    if spec is None:
+        return float(job.image.min()), float(job.image.max())
+    mean, std = np.asarray(spec.mean, dtype=np.float64), np.asarray(spec.std, dtype=np.float64)
+    return float(np.min((0.0 - mean) / std)), float(np.max((spec.scale * 255.0 - mean) / std))

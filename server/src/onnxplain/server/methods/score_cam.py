@@ -1,0 +1,56 @@
+"""Score-CAM (Wang et al. 2020), as pytorch-grad-cam computes it: each channel of the feature map, upsampled to the
+input and min-max scaled to [0, 1], masks the image; the target's scores on the masked images, softmaxed over the
+channels, weigh the channels. One forward pass per channel (2048 for a ResNet-50's last block), batched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxplain.server.methods.base import Attribution, ExplainJob
+from onnxplain.server.methods.cam import CamMethod, cam_maps
+from onnxplain.server.methods.gradient_base import one_hot
+from onnxplain.server.methods.perturbation import check_pass_limit
+from onnxplain.server.methods.registry import register
+
+
+@register
+class ScoreCam(CamMethod):
+    name = "score_cam"
+    description = "Score-CAM: channels weighted by the softmax of the target's score on images they mask."
+
+    def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
+        # Only the activation is needed: one row, a zero seed.
+        activations = self.read_layer(job, params, 0 * one_hot(job, job.scorer.targets[:1]))[0][0]
+        check_pass_limit(job, len(activations), "layer")
+        height, width = job.spatial_size
+        # pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d, i.e. aligned corners.
+        masks = np.einsum(
+            "hy,cyx,wx->chw", _aligned(height, activations.shape[1]), activations, _aligned(width, activations.shape[2])
+        )
+        low = masks.min(axis=(1, 2), keepdims=True)
+        high = masks.max(axis=(1, 2), keepdims=True)
+        masks = (masks - low) / np.where(high > low, high - low, 1.0)
+        scores = np.concatenate(
+            [
+                job.scorer(job.image[None] * job.spatial_to_input(masks[start : start + job.batch_size]))
+                for start in range(0, len(masks), job.batch_size)
+            ]
+        )  # (channels, T)
+        shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
+        weights = (shifted / shifted.sum(axis=0, keepdims=True)).T
+        targets = len(job.scorer.targets)
+        return Attribution(cam_maps(job, np.repeat(activations[None], targets, axis=0), weights, params["relu"]))
+
+
+def _aligned(size: int, source: int) -> np.ndarray:
+    """(size, source) bilinear interpolation weights with aligned corners."""
+    positions = np.linspace(0.0, source - 1.0, size)
+    low = np.floor(positions).astype(int)
+    high = np.minimum(low + 1, source - 1)
+    fraction = positions - low
+    weights = np.zeros((size, source))
+    np.add.at(weights, (np.arange(size), low), 1.0 - fraction)
+    np.add.at(weights, (np.arange(size), high), fraction)
+    return weights

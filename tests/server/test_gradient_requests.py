@@ -1,0 +1,120 @@
+"""Gradient methods on models they cannot run on, and bad gradient parameters: a clear status naming the cause,
+model metadata saying so up front, and the server serving on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper
+from support.models import IR_VERSION, SmallCNN, WithSoftmax, export, identity_classifier, write_model
+from support.servers import start_server
+
+from onnxplain.client import Client, OnnxplainError
+
+GRADIENT_METHODS = ("gradient", "saliency", "integrated_gradients", "grad_cam", "lrp", "guided_backprop")
+
+
+def sine_classifier() -> bytes:
+    """scores = sin(row means): Sin has no VJP rule, so gradient methods cannot run; perturbation methods can."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["rows"], axes=[3], keepdims=0),
+            helper.make_node("Sin", ["rows"], ["waves"], name="the_sine"),
+            helper.make_node("Flatten", ["waves"], ["scores"], axis=1),
+        ],
+        "sine",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
+    ).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def cnn() -> SmallCNN:
+    return SmallCNN(channels=3, classes=5, seed=2).eval()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, cnn) -> Iterator[Client]:
+    repository = tmp_path_factory.mktemp("repository")
+    write_model(repository, "sine", sine_classifier())
+    write_model(repository, "rows", identity_classifier())
+    write_model(repository, "softmax_cnn", export(WithSoftmax(cnn), (1, 3, 16, 16)))
+    server = start_server(repository)
+    try:
+        with Client(server.target, timeout=120) as connected:
+            yield connected
+    finally:
+        server.stop()
+
+
+def failure(call) -> OnnxplainError:
+    with pytest.raises(OnnxplainError) as caught:
+        call()
+    return caught.value
+
+
+def test_metadata_names_the_op_without_a_rule(client) -> None:
+    methods = {m.name: m for m in client.metadata("sine").methods}
+    for name in GRADIENT_METHODS:
+        assert not methods[name].supported
+        assert "Sin" in methods[name].reason and "the_sine" in methods[name].reason
+    assert methods["occlusion"].supported
+
+
+def test_gradient_request_on_it_fails_with_failed_precondition(client) -> None:
+    image = np.zeros((1, 4, 8), dtype=np.float32)
+    error = failure(lambda: client.explain("sine", image, method="saliency"))
+    assert error.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "Sin" in error.message
+    # The same model still serves perturbation methods.
+    assert client.explain("sine", image, method="occlusion", window=2, stride=2).attribution.shape == (4, 8)
+
+
+def test_cam_without_a_feature_map_asks_for_a_layer(client) -> None:
+    error = failure(lambda: client.explain("rows", np.zeros((1, 4, 8), np.float32), method="grad_cam"))
+    assert error.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "layer" in error.message
+    # Gradients through the same model work: ReduceMean and Flatten have rules.
+    gradient = client.explain("rows", np.ones((1, 4, 8), np.float32), method="gradient", target=2).attribution
+    np.testing.assert_allclose(gradient, np.eye(4)[2][:, None].repeat(8, axis=1) / 8, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "fragment"),
+    [
+        ("integrated_gradients", {"steps": 0}, "steps"),
+        ("integrated_gradients", {"quadrature": "simpson"}, "quadrature"),
+        ("smoothgrad", {"noise": -1.0}, "noise"),
+        ("lrp", {"composite": "mystery"}, "composite"),
+        ("grad_cam", {"layer": "no_such_tensor"}, "no_such_tensor"),
+        ("feature_visualization", {"decay": 1.5}, "decay"),
+    ],
+)
+def test_bad_gradient_parameters_are_invalid_arguments(client, method, params, fragment) -> None:
+    image = np.zeros((3, 16, 16), dtype=np.float32)
+    error = failure(lambda: client.explain("softmax_cnn", image, method=method, **params))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT, error.message
+    assert fragment in error.message
+
+
+def test_softmax_model_explains_logits_unless_probability_is_asked(client, cnn) -> None:
+    image = np.random.default_rng(1).normal(size=(3, 16, 16)).astype(np.float32)
+    inputs = torch.from_numpy(image)[None].requires_grad_()
+    (logit_gradient,) = torch.autograd.grad(cnn(inputs)[0, 1], inputs)
+    (probability_gradient,) = torch.autograd.grad(torch.softmax(cnn(inputs), 1)[0, 1], inputs)
+    raw = client.explain("softmax_cnn", image, method="gradient", target=1, attribution_shape="input")
+    probability = client.explain(
+        "softmax_cnn", image, method="gradient", target=1, attribution_shape="input", score_space="probability"
+    )
+    np.testing.assert_allclose(
+        raw.attribution, logit_gradient[0].numpy(), atol=1e-5 * float(logit_gradient.abs().max())
+    )
+    scale = float(probability_gradient.abs().max())
+    np.testing.assert_allclose(probability.attribution, probability_gradient[0].numpy(), atol=1e-5 * scale)

@@ -73,6 +73,7 @@ def parse_explanation(
         providers=list(response.providers),
         segments=decode_tensor(explanation.segments) if explanation.HasField("segments") else None,
         extras={name: decode_tensor(tensor) for name, tensor in explanation.extras.items()},
+        renderings=dict(explanation.renderings),
     )
 
 

@@ -108,6 +108,8 @@ class Explanation:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     """Method-specific results: integrated_gradients' "convergence_delta" (T,), clear's "dominant_class" and
     "dominant_response" (H, W)."""
+    renderings: dict[str, bytes] = field(default_factory=dict)
+    """PNG pictures of image-level results when overlays were asked for: clear's "clear" class map with a legend."""
 
     def __repr__(self) -> str:
         return (

@@ -185,7 +185,7 @@ class TargetAttribution(_message.Message):
     def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
 
 class ImageExplanation(_message.Message):
-    __slots__ = ("attributions", "scores", "geometry", "segments", "extras")
+    __slots__ = ("attributions", "scores", "geometry", "segments", "extras", "renderings")
     class ExtrasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -193,17 +193,26 @@ class ImageExplanation(_message.Message):
         key: str
         value: _tensor_pb2.Tensor
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    class RenderingsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     EXTRAS_FIELD_NUMBER: _ClassVar[int]
+    RENDERINGS_FIELD_NUMBER: _ClassVar[int]
     attributions: _containers.RepeatedCompositeFieldContainer[TargetAttribution]
     scores: _tensor_pb2.Tensor
     geometry: Geometry
     segments: _tensor_pb2.Tensor
     extras: _containers.MessageMap[str, _tensor_pb2.Tensor]
-    def __init__(self, attributions: _Optional[_Iterable[_Union[TargetAttribution, _Mapping]]] = ..., scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., segments: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., extras: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
+    renderings: _containers.ScalarMap[str, bytes]
+    def __init__(self, attributions: _Optional[_Iterable[_Union[TargetAttribution, _Mapping]]] = ..., scores: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., geometry: _Optional[_Union[Geometry, _Mapping]] = ..., segments: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., extras: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ..., renderings: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
 
 class Cost(_message.Message):
     __slots__ = ("forward_passes", "backward_passes", "batch_size", "runs", "elapsed_seconds")

@@ -146,6 +146,10 @@ def save_explanation(explanation: Explanation, output_dir: Path, stem: str) -> l
             path = output_dir / f"{base}.{name}.npy"
             np.save(path, array)
             written.append(path)
+    for name, picture in explanation.renderings.items():
+        path = output_dir / f"{base}.{name}.png"
+        path.write_bytes(picture)
+        written.append(path)
     several = len(explanation.targets) > 1
     for class_index, overlay in zip(explanation.targets, explanation.overlays, strict=False):
         overlay_path = output_dir / (f"{base}.t{class_index}.png" if several else f"{base}.png")

@@ -201,6 +201,7 @@ def explain_response(result: schema.ExplainResult) -> pb.ExplainResponse:
                 geometry=geometry_message(explanation.geometry) if explanation.geometry else None,
                 segments=None if explanation.segments is None else segments_to_tensor(explanation.segments),
                 extras={name: extra_to_tensor(value) for name, value in explanation.extras.items()},
+                renderings=explanation.renderings,
             )
             for explanation in result.explanations
         ],

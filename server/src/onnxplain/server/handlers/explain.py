@@ -22,6 +22,7 @@ from onnxplain.server.handlers.schema import (
     TargetMap,
 )
 from onnxplain.server.handlers.targets import resolve_targets
+from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
 from onnxplain.server.imaging.render import check_render_options, render_overlay
 from onnxplain.server.methods.base import Attribution, ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
@@ -125,7 +126,29 @@ def _image_explanation(
         shaped = _shaped(spatial, image.tensor, layout, shape)
         overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render)
         target_maps.append(TargetMap(class_index, model.label_of(class_index), float(target_score), shaped, overlay))
-    return ImageExplanation(target_maps, scores, image.geometry, attribution.segments, attribution.extras)
+    renderings = {}
+    if query.render is not None and "dominant_class" in attribution.extras:
+        renderings["clear"] = _class_rendering(model, image, attribution, query.render)
+    extras = attribution.extras
+    return ImageExplanation(target_maps, scores, image.geometry, attribution.segments, extras, renderings)
+
+
+def _class_rendering(model: LoadedModel, image: PreparedImage, attribution: Attribution, render: RenderQuery) -> bytes:
+    """CLEAR's picture: dominant class as colour, dominant response as brightness, on the original picture."""
+
+    def to_picture(spatial: np.ndarray) -> np.ndarray:
+        return spatial if image.geometry is None else map_to_original(spatial, image.geometry)
+
+    extras = attribution.extras
+    return render_class_map(
+        image.picture,
+        extras["dominant_class"],
+        extras["dominant_response"],
+        model.labels,
+        to_picture,
+        render.clip_percentile,
+        render.alpha,
+    )
 
 
 def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:

@@ -97,6 +97,7 @@ class ImageExplanation:
     geometry: Geometry | None
     segments: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    renderings: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

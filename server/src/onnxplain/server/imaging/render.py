@@ -29,7 +29,7 @@ def render_overlay(
     the map out, then scaled to 0..1. The result is alpha * heat + (1 - alpha) * image.
     """
     cmap = check_render_options(colormap, clip_percentile, alpha)
-    bgr = _to_bgr(image)
+    bgr = to_bgr(image)
     height, width = bgr.shape[:2]
     if attribution.ndim != 2:
         raise ValueError(f"attribution must be (height, width), got shape {attribution.shape}")
@@ -100,7 +100,7 @@ def tensor_to_image(tensor: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(np.clip(scaled.round(), 0, 255).astype(np.uint8))
 
 
-def _to_bgr(image: np.ndarray) -> np.ndarray:
+def to_bgr(image: np.ndarray) -> np.ndarray:
     """OpenCV draws and encodes in BGR order; callers hold RGB or gray."""
     if image.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {image.dtype}")

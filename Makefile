@@ -32,6 +32,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/perturbation.py
+	$(BIN)/python bench/gradients.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,7 +10,7 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from importlib import metadata
 from typing import TypeVar
 
@@ -106,3 +106,22 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def print_description(description: dict[str, str], markdown: bool) -> None:
+    for key, value in description.items():
+        print(f"- {key}: {value}" if markdown else f"{key:>13}: {value}", flush=True)
+    print(flush=True)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> None:
+    """One row per line: Markdown for RESULTS.md, else right-aligned columns."""
+    if markdown:
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "|".join("---" for _ in columns) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(text) for text in column) for column in zip(columns, *rows, strict=True)]
+    for line in (columns, *rows):
+        print("  ".join(text.rjust(width) for text, width in zip(line, widths, strict=True)))

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from captum.attr import Occlusion
-from common import Rounds, cpu_cores, machine_description
+from common import Rounds, cpu_cores, machine_description, print_description, print_table
 from models import MODELS, BenchModel, build, onnx_file
 
 from onnxplain.server.engine.cancel import CancelToken
@@ -122,7 +122,7 @@ def main() -> int:
             subject = prepare(MODELS[name], num, settings, args.cache)
             rows.append(measure(subject, settings, args.repeat))
             subject.registry.unload(name)
-    print_table(rows, args.markdown)
+    print_table(COLUMNS, [_cells(row) for row in rows], args.markdown)
     return 0
 
 
@@ -318,12 +318,6 @@ def _show_rates(rates: dict[int, float]) -> str:
     return ", ".join(f"{key}: {rate:.0f}" for key, rate in rates.items())
 
 
-def print_description(description: dict[str, str], markdown: bool) -> None:
-    for key, value in description.items():
-        print(f"- {key}: {value}" if markdown else f"{key:>13}: {value}", flush=True)
-    print(flush=True)
-
-
 COLUMNS = (
     "model",
     "N",
@@ -342,19 +336,6 @@ COLUMNS = (
     "d/c",
     "occl. vs Captum",
 )
-
-
-def print_table(rows: list[Row], markdown: bool) -> None:
-    cells = [_cells(row) for row in rows]
-    if markdown:
-        print("| " + " | ".join(COLUMNS) + " |")
-        print("|" + "|".join("---" for _ in COLUMNS) + "|")
-        for line in cells:
-            print("| " + " | ".join(line) + " |")
-        return
-    widths = [max(len(text) for text in column) for column in zip(COLUMNS, *cells, strict=True)]
-    for line in (COLUMNS, *cells):
-        print("  ".join(text.rjust(width) for text, width in zip(line, widths, strict=True)))
 
 
 def _cells(row: Row) -> list[str]:

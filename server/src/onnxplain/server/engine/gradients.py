@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from onnxplain.server.engine.backward.builder import MissingRule, differentiate, gradient_output
+from onnxplain.server.engine.backward.builder import BackwardGraph, MissingRule, differentiate, gradient_output
 from onnxplain.server.engine.backward.prepare import ConversionError, fix_input_shape, infer_shapes, with_min_opset
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
 from onnxplain.server.engine.backward.targets import (
@@ -95,26 +95,33 @@ class BackwardSession:
         )
 
 
+def backward_graph(
+    model: onnx.ModelProto, signature: ModelSignature, sample_shape: Sequence[int], spec: BackwardSpec
+) -> tuple[BackwardGraph, FeatureMap | None]:
+    """The backward graph of a classifier for images of `sample_shape` (no batch): the image size fixed, the opset
+    raised, the explained tensor and feature map chosen. `model` is modified. MissingRule and ConversionError say
+    why a model cannot have one; InvalidInput / FailedPrecondition come from a layer the spec names or needs."""
+    fix_input_shape(model, signature.input.name, sample_shape)
+    model = with_min_opset(model)
+    target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, _class_axis(signature))
+    feature_map = _feature_map(model, target, spec) if spec.cam_layer or spec.layer else None
+    wrt = [signature.input.name] if spec.input_gradient else []
+    readouts = [feature_map.tensor] if feature_map else []
+    built = differentiate(model, target, [*wrt, *readouts], ruleset=spec.ruleset, readouts=readouts)
+    return built, feature_map
+
+
 def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: BackwardSpec) -> BackwardSession:
     """The model's backward session for images of `sample_shape` (no batch), built on first use."""
-    signature = model.signature
 
     def build(full: onnx.ModelProto) -> onnx.ModelProto:
         try:
-            fix_input_shape(full, signature.input.name, sample_shape)
-            full = with_min_opset(full)
-            target = spec.objective or explained_tensor(
-                full, signature.output.name, spec.probability, _class_axis(signature)
-            )
-            feature_map = _feature_map(full, target, spec) if spec.cam_layer or spec.layer else None
-            wrt = [signature.input.name] if spec.input_gradient else []
-            readouts = [feature_map.tensor] if feature_map else []
-            built = differentiate(full, target, [*wrt, *readouts], ruleset=spec.ruleset, readouts=readouts).model
-            if feature_map is not None:
-                onnx.helper.set_model_props(built, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
-            return built
+            built, feature_map = backward_graph(full, model.signature, sample_shape, spec)
         except (MissingRule, ConversionError) as error:
             raise FailedPrecondition(f"gradient methods are unavailable for model {model.name!r}: {error}") from error
+        if feature_map is not None:
+            onnx.helper.set_model_props(built.model, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
+        return built.model
 
     key = ("backward", spec, tuple(sample_shape))
     session = model.derived_session(key, build)
@@ -123,7 +130,7 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
     if noted:
         fields = json.loads(noted)
         feature_map = FeatureMap(fields["tensor"], fields["channel_axis"], tuple(fields["spatial_axes"]))
-    return BackwardSession(session, feature_map, spec, signature.fixed_batch)
+    return BackwardSession(session, feature_map, spec, model.signature.fixed_batch)
 
 
 def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec) -> FeatureMap:

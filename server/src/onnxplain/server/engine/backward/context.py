@@ -159,6 +159,16 @@ class BackwardContext:
     def zeros_like(self, like: str) -> str:
         return self.expand_like(self.scalar(0.0, like), like)
 
+    def masked(self, condition: str, grad: str, like: str) -> str:
+        """`grad` where the boolean `condition` holds, 0 elsewhere. Below opset 21 as grad · Cast(condition): on the
+        CPU provider Where is about twice as slow as Cast and Mul together (measured on 16x64x112x112: Greater+Where
+        31-34 ms, Greater+Cast+Mul 18.7 ms). From opset 21 the CUDA provider lacks Cast-21 (onnx-backward.md §6), so
+        Where it is there."""
+        if self.opset >= 21:
+            return self.op("Where", [condition, grad, self.scalar(0.0, like)])
+        element = helper.np_dtype_to_tensor_dtype(self.dtype(like))
+        return self.op("Mul", [grad, self.op("Cast", [condition], to=element)])
+
     def sum(self, terms: Sequence[str]) -> str:
         return terms[0] if len(terms) == 1 else self.op("Sum", list(terms))
 

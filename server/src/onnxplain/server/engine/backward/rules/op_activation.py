@@ -1,7 +1,7 @@
 """VJP rules of elementwise activations and the unary math ops that decomposed exports use (pre-20 Gelu is
 Div/Erf/Add/Mul, a decomposed LayerNorm is ReduceMean/Sub/Pow/Sqrt/Div).
 
-Masks are Where over Greater/Less/And: Equal and Cast miss CUDA kernels at recent opsets. Kinks follow torch's
+Masks are Greater/Less/And applied by ctx.masked (no Equal: Equal-19 misses a CUDA kernel). Kinks follow torch's
 backward: Relu, Clip and HardSigmoid are strict (0 at the kink), LeakyRelu and PRelu take the negative slope at 0,
 HardSwish takes the outer pieces' slopes (0 and 1) at ±3.
 """
@@ -22,7 +22,7 @@ def relu(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str 
     # Masking on the output (y > 0 exactly when x > 0) leaves x with one consumer, so ONNX Runtime still fuses
     # the Conv+Relu before it.
     y = node.outputs[0]
-    return [_where_else_zero(ctx, _compare(ctx, "Greater", y, 0.0), grads[0], y)]
+    return [ctx.masked(_compare(ctx, "Greater", y, 0.0), grads[0], y)]
 
 
 @vjp("LeakyRelu")
@@ -49,7 +49,7 @@ def clip(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str 
     if not masks:
         return [grads[0], None, None]
     inside = masks[0] if len(masks) == 1 else ctx.op("And", masks)
-    return [_where_else_zero(ctx, inside, grads[0], x), None, None]
+    return [ctx.masked(inside, grads[0], x), None, None]
 
 
 @vjp("Sigmoid")
@@ -71,7 +71,7 @@ def hard_sigmoid(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> l
     alpha, beta = node.attrs.get("alpha", 0.2), node.attrs.get("beta", 0.5)
     z = ctx.op("Add", [_scaled(ctx, x, alpha), ctx.scalar(beta, x)])
     inside = ctx.op("And", [_compare(ctx, "Greater", z, 0.0, like=x), _compare(ctx, "Less", z, 1.0, like=x)])
-    return [_where_else_zero(ctx, inside, _scaled(ctx, grads[0], alpha, like=x), x)]
+    return [ctx.masked(inside, _scaled(ctx, grads[0], alpha, like=x), x)]
 
 
 @vjp("HardSwish")
@@ -81,7 +81,7 @@ def hard_swish(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> lis
     x, g = node.inputs[0], grads[0]
     middle_slope = ctx.op("Add", [ctx.op("Div", [x, ctx.scalar(3.0, x)]), ctx.scalar(0.5, x)])
     below_three = ctx.op("Where", [_compare(ctx, "Less", x, 3.0), ctx.op("Mul", [g, middle_slope]), g])
-    return [_where_else_zero(ctx, _compare(ctx, "Greater", x, -3.0), below_three, x)]
+    return [ctx.masked(_compare(ctx, "Greater", x, -3.0), below_three, x)]
 
 
 @vjp("Erf")
@@ -155,10 +155,6 @@ def _leaky(ctx: BackwardContext, x: str, grad: str, slope: str) -> str:
 
 
 # Helpers: `like` names a forward tensor of the right dtype where the operand is a new backward tensor.
-
-
-def _where_else_zero(ctx: BackwardContext, mask: str, grad: str, like: str) -> str:
-    return ctx.op("Where", [mask, grad, ctx.scalar(0.0, like)])
 
 
 def _compare(ctx: BackwardContext, op_type: str, tensor: str, bound: float, like: str | None = None) -> str:

@@ -11,9 +11,8 @@ from onnxplain.server.engine.backward.rulesets.base import RuleSet
 def _guided_relu(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
     """1[x > 0]·ReLU(g): only positive gradient passes, and only where the unit was active."""
     x = node.input(0)
-    zero = ctx.scalar(0.0, like=x)
-    active = ctx.op("Greater", [x, zero])
-    return [ctx.op("Where", [active, ctx.op("Relu", [grads[0]]), zero])]
+    active = ctx.op("Greater", [x, ctx.scalar(0.0, like=x)])
+    return [ctx.masked(active, ctx.op("Relu", [grads[0]]), x)]
 
 
 def _deconvnet_relu(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:

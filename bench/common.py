@@ -14,6 +14,8 @@ from collections.abc import Callable, Hashable, Sequence
 from importlib import metadata
 from typing import TypeVar
 
+import torch
+
 # numpy's BLAS threads spin after each call and steal the cores ONNX Runtime needs (as in `onnxplain serve`).
 # Only effective when this module is imported before numpy.
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -106,6 +108,16 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def start_run(markdown: bool) -> int:
+    """Match torch's threads to ONNX Runtime's (the usable cores), print the machine, and return the thread count."""
+    threads = cpu_cores()
+    torch.set_num_threads(threads)
+    description = machine_description()
+    description["threads"] = f"ONNX Runtime intra-op {threads}, torch {torch.get_num_threads()}"
+    print_description(description, markdown)
+    return threads
 
 
 def print_description(description: dict[str, str], markdown: bool) -> None:

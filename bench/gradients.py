@@ -41,7 +41,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from common import Rounds, cpu_cores, machine_description, print_description, print_table
+from common import Rounds, print_table, start_run
 from models import MODELS, BenchModel, build, onnx_file
 from torch import nn
 
@@ -105,11 +105,7 @@ class Row:
 
 def main() -> int:
     args = parse_args()
-    threads = cpu_cores()
-    torch.set_num_threads(threads)
-    description = machine_description()
-    description["threads"] = f"ONNX Runtime intra-op {threads}, torch {torch.get_num_threads()}"
-    print_description(description, args.markdown)
+    threads = start_run(args.markdown)
     rows, setups = [], []
     for name in args.models:
         try:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from captum.attr import Occlusion
-from common import Rounds, cpu_cores, machine_description, print_description, print_table
+from common import Rounds, print_table, start_run
 from models import MODELS, BenchModel, build, onnx_file
 
 from onnxplain.server.engine.cancel import CancelToken
@@ -107,11 +107,7 @@ class Row:
 
 def main() -> int:
     args = parse_args()
-    threads = cpu_cores()
-    torch.set_num_threads(threads)
-    description = machine_description()
-    description["threads"] = f"ONNX Runtime intra-op {threads}, torch {torch.get_num_threads()}"
-    print_description(description, args.markdown)
+    threads = start_run(args.markdown)
     if "rise" not in METHODS:
         _log("note: the 'rise' method is not registered in this build; its row is left empty")
     rows = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from support.models import IR_VERSION, SmallCNN, WithSoftmax, export, identity_classifier, write_model
-from support.servers import start_server
+from support.servers import serving_client
 
 from onnxplain.client import Client, OnnxplainError
 
@@ -46,12 +46,8 @@ def client(tmp_path_factory, cnn) -> Iterator[Client]:
     write_model(repository, "sine", sine_classifier())
     write_model(repository, "rows", identity_classifier())
     write_model(repository, "softmax_cnn", export(WithSoftmax(cnn), (1, 3, 16, 16)))
-    server = start_server(repository)
-    try:
-        with Client(server.target, timeout=120) as connected:
-            yield connected
-    finally:
-        server.stop()
+    with serving_client(repository) as connected:
+        yield connected
 
 
 def failure(call) -> OnnxplainError:

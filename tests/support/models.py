@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -10,6 +11,8 @@ import onnx
 import torch
 import yaml
 from onnx import TensorProto, helper
+
+from onnxplain.server.repository.signature import infer_layout
 
 # ONNX Runtime 1.31 reads IR versions up to 13; onnx 1.23 writes 14 by default.
 IR_VERSION = 8
@@ -63,28 +66,36 @@ def export(
     dynamic_batch: bool = True,
     dynamic_spatial: bool = False,
     opset: int = 17,
+    dynamo: bool = False,
+    keep_batch_norm: bool = False,
 ) -> bytes:
-    """ONNX bytes from the legacy exporter, with the IR version ONNX Runtime reads."""
+    """ONNX bytes from the legacy exporter, or from the torch.export-based one with `dynamo`, with the IR version ONNX
+    Runtime reads. Dynamic spatial axes are the image's height and width in its layout (NCHW or NHWC). Both exporters
+    fold BatchNorm into the convolution before it; the legacy one keeps it as a node with `keep_batch_norm`."""
+    if dynamo and keep_batch_norm:
+        raise ValueError("the dynamo exporter always folds BatchNorm")
     module.eval()
     axes: dict[int, str] = {}
     if dynamic_batch:
         axes[0] = "batch"
     if dynamic_spatial:
-        axes.update({2: "height", 3: "width"})
+        spatial = (1, 2) if infer_layout(example_shape) == "NHWC" else (2, 3)
+        axes.update(zip(spatial, ("height", "width"), strict=True))
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter reports progress
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             module,
             (torch.zeros(example_shape),),
-            buffer,
+            None if dynamo else buffer,
             input_names=["input"],
             output_names=["scores"],
             dynamic_axes={"input": axes, "scores": {0: "batch"}} if axes else None,
             opset_version=opset,
-            dynamo=False,
+            dynamo=dynamo,
+            **({"training": torch.onnx.TrainingMode.PRESERVE} if keep_batch_norm else {}),
         )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = program.model_proto if dynamo else onnx.load_from_string(buffer.getvalue())
     model.ir_version = IR_VERSION
     return model.SerializeToString()
 

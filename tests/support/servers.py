@@ -74,11 +74,19 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
 @contextmanager
 def layout_twins_client(repository: Path, torch_model, image_shape: tuple[int, int, int]) -> Iterator:
     """A server holding `cnn` (NCHW) and `cnn_nhwc` (the same weights behind a channels-last input), and a client."""
-    from onnxplain.client import Client
     from support.models import ChannelsLast, export, write_model
 
     write_model(repository, "cnn", export(torch_model, (1, *image_shape)))
     write_model(repository, "cnn_nhwc", export(ChannelsLast(torch_model), (1, *image_shape[1:], image_shape[0])))
+    with serving_client(repository) as client:
+        yield client
+
+
+@contextmanager
+def serving_client(repository: Path) -> Iterator:
+    """A server on the repository and a client connected to it; the server stops afterwards."""
+    from onnxplain.client import Client
+
     server = start_server(repository)
     try:
         with Client(server.target, timeout=120) as client:

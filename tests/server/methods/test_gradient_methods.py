@@ -17,6 +17,7 @@ from captum.attr import (
     LayerGradCam,
     Saliency,
 )
+from support import references
 from support.models import SmallCNN
 from support.servers import layout_twins_client
 
@@ -199,12 +200,7 @@ def test_cam_is_class_weights_times_features(client, torch_model, image) -> None
 def test_grad_cam_pp_follows_pytorch_grad_cam(client, torch_model, image) -> None:
     ours = explain(client, image, "grad_cam_pp")
     activations, gradients = class_layer_gradients(torch_model, image)
-    # pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights, then ReLU(Σ w A).
-    squared, cubed = gradients**2, gradients**3
-    alphas = squared / (2 * squared + activations.sum(axis=(1, 2))[None, :, None, None] * cubed + 1e-6)
-    alphas = np.where(gradients != 0, alphas, 0)
-    weights = (np.maximum(gradients, 0) * alphas).sum(axis=(2, 3))
-    expected = np.maximum(np.einsum("tc,chw->thw", weights, activations), 0)
+    expected = np.stack([references.grad_cam_pp(activations, g) for g in gradients])
     assert_close(ours, bilinear(expected, IMAGE_SHAPE[1:]), 1e-4)
 
 

@@ -15,7 +15,13 @@ import numpy as np
 import onnx
 
 from onnxplain.server.engine.backward.builder import BackwardGraph, MissingRule, differentiate, gradient_output
-from onnxplain.server.engine.backward.prepare import ConversionError, fix_input_shape, infer_shapes, with_min_opset
+from onnxplain.server.engine.backward.prepare import (
+    ConversionError,
+    fix_input_shape,
+    fold_constants,
+    infer_shapes,
+    with_min_opset,
+)
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
 from onnxplain.server.engine.backward.targets import (
     FeatureMap,
@@ -103,6 +109,7 @@ def backward_graph(
     why a model cannot have one; InvalidInput / FailedPrecondition come from a layer the spec names or needs."""
     fix_input_shape(model, signature.input.name, sample_shape)
     model = with_min_opset(model)
+    fold_constants(model)
     target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, _class_axis(signature))
     feature_map = _feature_map(model, target, spec) if spec.cam_layer or spec.layer else None
     wrt = [signature.input.name] if spec.input_gradient else []

@@ -4,10 +4,7 @@ rule-set factory's parameters."""
 
 from __future__ import annotations
 
-import importlib
 import io
-import sys
-import types
 import warnings
 from collections.abc import Callable
 
@@ -20,6 +17,7 @@ from captum.attr import LRP
 from onnx import TensorProto, helper, numpy_helper
 from support.models import IR_VERSION
 from support.vjp import assert_relative_close, onnx_vjp
+from support.zoo import zennit
 
 from onnxplain.server.engine.backward.rulesets import COMPOSITE_NAMES, get_ruleset
 from onnxplain.server.engine.backward.rulesets.lrp.canonizers import (
@@ -28,19 +26,8 @@ from onnxplain.server.engine.backward.rulesets.lrp.canonizers import (
     resolve_constant_aliases,
 )
 
-
-def _zennit(module: str) -> types.ModuleType:
-    """A Zennit module without zennit/__init__, which imports its torchvision canonizers and so torchvision: this test
-    needs neither, and a torchvision build that does not match torch's fails on import."""
-    if "zennit" not in sys.modules:
-        package = types.ModuleType("zennit")
-        package.__path__ = list(importlib.util.find_spec("zennit").submodule_search_locations)
-        sys.modules["zennit"] = package
-    return importlib.import_module(f"zennit.{module}")
-
-
 zcomposites, zrules, zcanonizers, zlayer, ztypes = (
-    _zennit(name) for name in ("composites", "rules", "canonizers", "layer", "types")
+    zennit(name) for name in ("composites", "rules", "canonizers", "layer", "types")
 )
 
 SHAPE = (3, 8, 8)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
-from onnx import version_converter
+from onnx import numpy_helper, version_converter
+from onnx.reference import ReferenceEvaluator
 
 from onnxplain.server.engine.backward.context import Shape
 
@@ -47,6 +49,65 @@ def _keep_legacy_resize_semantics(model: onnx.ModelProto) -> None:
             node.attribute.append(onnx.helper.make_attribute("coordinate_transformation_mode", "asymmetric"))
         if "nearest_mode" not in present:
             node.attribute.append(onnx.helper.make_attribute("nearest_mode", "floor"))
+
+
+# Constant subgraphs (shape arithmetic the exporter left unfolded) are folded up to this many output elements; larger
+# results are weights, which folding would only copy.
+FOLD_LIMIT = 1 << 16
+_NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def fold_constants(model: onnx.ModelProto) -> None:
+    """Replace nodes whose inputs are all constants by initializers holding their (small) outputs. Exporters leave
+    such subgraphs (e.g. torch's legacy exporter writes F.pad's pads as ConstantOfShape-Concat-Reshape-Slice-Cast),
+    and shape inference does not evaluate them, so the shapes after them would stay unknown. Evaluated with ONNX's
+    reference implementation, one node at a time."""
+    graph = model.graph
+    constants = {init.name: init for init in graph.initializer}
+    opset = model_opset(model)
+    kept = []
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        foldable = node.domain in ("", "ai.onnx") and node.op_type not in _NOT_FOLDED and not _has_subgraph(node)
+        if foldable and all(name in constants for name in inputs):
+            values = _evaluate(node, [constants[name] for name in inputs], opset)
+            if values is not None:
+                for name, value in zip([out for out in node.output if out], values, strict=True):
+                    tensor = numpy_helper.from_array(np.asarray(value), name)
+                    constants[name] = tensor
+                    graph.initializer.append(tensor)
+                continue
+        kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def _evaluate(node: onnx.NodeProto, inputs: list[onnx.TensorProto], opset: int) -> list[np.ndarray] | None:
+    if sum(int(np.prod(tensor.dims)) for tensor in inputs) > FOLD_LIMIT:
+        return None
+    try:
+        evaluator = ReferenceEvaluator(_single_node_model(node, inputs, opset))
+        values = evaluator.run(None, {tensor.name: numpy_helper.to_array(tensor) for tensor in inputs})
+    except Exception:  # an op the reference implementation lacks, or cannot run on these values: left in place
+        return None
+    return values if all(np.asarray(v).size <= FOLD_LIMIT for v in values) else None
+
+
+def _single_node_model(node: onnx.NodeProto, inputs: list[onnx.TensorProto], opset: int) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(
+        [node],
+        "fold",
+        [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inputs],
+        [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(
+        attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute
+    )
 
 
 def fix_input_shape(model: onnx.ModelProto, input_name: str, sample_shape: Sequence[int]) -> None:

@@ -1,0 +1,198 @@
+"""Small torch models with the structure of real classifiers (ResNet, MobileNetV3, VGG, a TensorFlow-style NHWC
+model), for whole-model tests of the gradient methods against torch autograd, Captum and Zennit.
+
+Every ReLU is its own nn.ReLU module, none in place (Captum's guided backprop, deconvnet and LRP hook modules), and
+residual sums are modules (ResidualAdd) so Captum's LRP can put its rule on them. Weights are drawn from a fixed seed
+at a scale that keeps activations near 1 through the depth, and BatchNorm statistics are far from the identity:
+default-initialised models have tiny gradients that make comparisons weak. Also: `zennit`, which imports Zennit's
+modules without its package __init__.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLASSES = 10
+
+
+class ResidualAdd(nn.Module):
+    """a + b as a module: exports as Add; Captum's LRP splits relevance over the operands only for a module with a
+    rule (a functional sum would hand each operand the whole relevance)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: conv-BN-ReLU-conv-BN plus the skip (a strided 1x1 conv + BN when the shape changes)."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(outputs)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(outputs)
+        self.downsample = None
+        if stride != 1 or inputs != outputs:
+            self.downsample = nn.Sequential(nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs))
+        self.add = ResidualAdd()
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.downsample is None else self.downsample(x)
+        branch = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(self.add(branch, skip))
+
+
+class ResNetStyle(nn.Module):
+    """torchvision's ResNet in miniature: stem conv k7 s2 p3 + BN + ReLU + MaxPool k3 s2 p1 (overlapping windows),
+    an identity block and a strided block with a 1x1 downsample, global average pooling, a linear head."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = BasicBlock(8, 8, 1)
+        self.layer2 = BasicBlock(8, 16, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, CLASSES)
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's gate: AdaptiveAvgPool -> 1x1 conv -> ReLU -> 1x1 conv -> Hardsigmoid, times the input."""
+
+    def __init__(self, channels: int, squeezed: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeezed, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeezed, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.avgpool(x)))))
+
+
+class MobileNetV3Style(nn.Module):
+    """MobileNetV3 in miniature: Conv+BN+Hardswish stem; a depthwise block with ReLU and squeeze-excite; an inverted
+    residual (1x1 expand + Hardswish, depthwise 5x5 s2 + ReLU6, squeeze-excite, 1x1 project, with a Hardtanh on the
+    way); a 1x1 conv + Hardswish; global pooling and the Linear-Hardswish-Dropout-Linear head."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(8, 8, 3, 1, 1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU(), SqueezeExcite(8, 4)
+        )
+        self.project1 = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.add = ResidualAdd()
+        self.inverted = nn.Sequential(
+            nn.Conv2d(8, 24, 1, bias=False),
+            nn.BatchNorm2d(24),
+            nn.Hardswish(),
+            nn.Conv2d(24, 24, 5, 2, 2, groups=24, bias=False),
+            nn.BatchNorm2d(24),
+            nn.ReLU6(),
+            SqueezeExcite(24, 8),
+            nn.Conv2d(24, 16, 1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.Hardtanh(-2.0, 2.0),
+        )
+        self.last = nn.Sequential(nn.Conv2d(16, 32, 1, bias=False), nn.BatchNorm2d(32), nn.Hardswish())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(32, 24), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(24, CLASSES))
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.add(x, self.project1(self.depthwise(x)))
+        x = self.last(self.inverted(x))
+        return self.classifier(torch.flatten(self.avgpool(x), 1))
+
+
+class VGGStyle(nn.Module):
+    """VGG in miniature: conv-BN-ReLU stacks with max pooling, flatten, Linear-ReLU-Dropout-Linear. The flatten is
+    functional: Captum's LRP refuses an nn.Flatten module."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+
+        def block(inputs: int, outputs: int) -> list[nn.Module]:
+            return [nn.Conv2d(inputs, outputs, 3, padding=1), nn.BatchNorm2d(outputs), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(3, 8), *block(8, 8), nn.MaxPool2d(2), *block(8, 16), *block(16, 16), nn.MaxPool2d(2)
+        )
+        self.classifier = nn.Sequential(nn.Linear(16 * 8 * 8, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, CLASSES))
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class TFStyle(nn.Module):
+    """What TensorFlow models look like once converted: NHWC input transposed to NCHW, a depthwise conv with TF's
+    SAME padding at stride 2 (asymmetric: nothing before, one after, written as F.pad + an unpadded conv), ReLU6,
+    average pooling, back to NHWC and a mean over the spatial axes (ReduceMean), a linear head."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.relu6_1 = nn.ReLU6()
+        self.depthwise = nn.Conv2d(12, 12, 3, 2, groups=12)
+        self.pointwise = nn.Conv2d(12, 16, 1)
+        self.relu6_2 = nn.ReLU6()
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(16, CLASSES)
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu6_1(self.conv(x.permute(0, 3, 1, 2)))
+        x = self.relu6_2(self.pointwise(self.depthwise(F.pad(x, (0, 1, 0, 1)))))
+        x = self.pool(x).permute(0, 2, 3, 1)
+        return self.fc(x.mean(dim=(1, 2)))
+
+
+def initialise(module: nn.Module, seed: int) -> None:
+    """He-scaled weights (activations stay near unit scale through the depth), small biases, and BatchNorm
+    statistics away from the identity, all from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for child in module.modules():
+            if isinstance(child, (nn.Conv2d, nn.Linear)):
+                fan_in = child.weight[0].numel()
+                child.weight.copy_(torch.randn(child.weight.shape, generator=generator) * math.sqrt(2.0 / fan_in))
+                if child.bias is not None:
+                    child.bias.copy_(0.1 * torch.randn(child.bias.shape, generator=generator))
+            elif isinstance(child, nn.BatchNorm2d):
+                count = child.num_features
+                child.weight.copy_(0.5 + torch.rand(count, generator=generator))
+                child.bias.copy_(0.2 * torch.randn(count, generator=generator))
+                child.running_mean.copy_(0.2 * torch.randn(count, generator=generator))
+                child.running_var.copy_(0.5 + torch.rand(count, generator=generator))
+    module.eval()
+
+
+def zennit(module: str) -> types.ModuleType:
+    """A Zennit module without zennit/__init__, which imports its torchvision canonizers and so torchvision: the
+    tests need neither, and a torchvision build that does not match torch's fails on import."""
+    if "zennit" not in sys.modules:
+        package = types.ModuleType("zennit")
+        package.__path__ = list(importlib.util.find_spec("zennit").submodule_search_locations)
+        sys.modules["zennit"] = package
+    return importlib.import_module(f"zennit.{module}")

@@ -65,7 +65,7 @@ def onnx_vjp(
     ruleset: RuleSet = GRADIENT,
 ) -> list[np.ndarray]:
     """seedᵀ·∂target/∂w for each w in `wrt`, computed by our backward graph in ONNX Runtime (CPU)."""
-    model = with_min_opset(model)
+    model = with_min_opset(onnx.ModelProto.FromString(model.SerializeToString()))  # the builder edits its model
     built = differentiate(model, target or model.graph.output[0].name, list(wrt), ruleset=ruleset)
     built.model.ir_version = IR_VERSION
     session = ort.InferenceSession(built.model.SerializeToString(), providers=["CPUExecutionProvider"])

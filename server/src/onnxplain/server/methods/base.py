@@ -9,13 +9,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
-from onnxplain.server.engine.derived import DerivedSession
-from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.repository.model import LoadedModel
 
@@ -46,6 +44,14 @@ class Attribution:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+class RunCounting(Protocol):
+    """What a PassCounter asks of a session (model, derived or backward): how it splits images into runs."""
+
+    def runs_for(self, images: int) -> int: ...
+
+    def images_per_run(self, images: int) -> int: ...
+
+
 @dataclass
 class PassCounter:
     """What a request cost, counted as the session really ran it (a fixed-batch model runs in chunks)."""
@@ -55,12 +61,12 @@ class PassCounter:
     runs: int = 0
     batch_size: int = 1
 
-    def record_forward(self, session: ModelSession | DerivedSession, images: int) -> None:
+    def record_forward(self, session: RunCounting, images: int) -> None:
         self.forward += images
         self.runs += session.runs_for(images)
         self.batch_size = max(self.batch_size, session.images_per_run(images))
 
-    def record_backward(self, session: ModelSession | DerivedSession, images: int) -> None:
+    def record_backward(self, session: RunCounting, images: int) -> None:
         """A forward+backward run over `images` rows."""
         self.record_forward(session, images)
         self.backward += images

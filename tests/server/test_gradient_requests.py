@@ -15,6 +15,8 @@ from support.servers import serving_client
 
 from onnxplain.client import Client, OnnxplainError
 
+# The MaxPool output of SmallCNN as the legacy exporter names it inside WithSoftmax.
+EARLY_LAYER = "/inner/features/features.2/MaxPool_output_0"
 GRADIENT_METHODS = ("gradient", "saliency", "integrated_gradients", "grad_cam", "lrp", "guided_backprop")
 
 
@@ -114,3 +116,15 @@ def test_softmax_model_explains_logits_unless_probability_is_asked(client, cnn) 
     )
     scale = float(probability_gradient.abs().max())
     np.testing.assert_allclose(probability.attribution, probability_gradient[0].numpy(), atol=1e-5 * scale)
+
+
+def test_cam_refuses_a_head_that_is_not_pooling_and_dense(client) -> None:
+    """softmax_cnn's last 4-D map before the head is the ReLU output, but naming the earlier MaxPool output puts a
+    convolution between the layer and the pooling: CAM's formula does not hold there."""
+    image = np.random.default_rng(2).normal(size=(3, 16, 16)).astype(np.float32)
+    assert client.explain("softmax_cnn", image, method="cam").attribution.shape == (16, 16)
+    error = failure(lambda: client.explain("softmax_cnn", image, method="cam", layer=EARLY_LAYER))
+    assert error.code is grpc.StatusCode.FAILED_PRECONDITION, error.message
+    assert "grad_cam" in error.message
+    # Grad-CAM is defined on that layer.
+    assert client.explain("softmax_cnn", image, method="grad_cam", layer=EARLY_LAYER).attribution.shape == (16, 16)

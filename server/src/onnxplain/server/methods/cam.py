@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from onnxplain.server.engine.gradients import BackwardSession, BackwardSpec
+from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
 from onnxplain.server.methods.gradient_base import GradientMethod, one_hot, run_rows, session_for
 from onnxplain.server.methods.parameters import Param
@@ -72,7 +73,14 @@ class Cam(CamMethod):
     description = "CAM (Zhou et al. 2016) for global-average-pool + dense heads: Σ_k w_k^c A_k."
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
-        # Behind global average pooling and a dense layer, ∂f_c/∂A_k(i,j) = w_k^c / (h·w) at every position.
+        # Behind global average pooling and a dense layer, ∂f_c/∂A_k(i,j) = w_k^c / (h·w) at every position: a
+        # gradient that varies over positions means another head, where CAM is not defined.
+        spread = np.abs(gradients - gradients.mean(axis=(2, 3), keepdims=True)).max()
+        if spread > 1e-4 * max(float(np.abs(gradients).max()), 1e-30):
+            raise FailedPrecondition(
+                "cam needs a global-average-pool + dense head after the layer (its gradient varies over positions "
+                "here); use grad_cam"
+            )
         return gradients.sum(axis=(2, 3))
 
 

@@ -14,7 +14,13 @@ spinning off costs every run: the main session's batch-1 forward took 4.4 instea
 (one forward, then 16 graph batches) took 0.97-1.03 s with the derived session not spinning against 0.92-1.00 s
 spinning (minimum of 8-10 rounds, two runs). One process-wide thread pool shared by every session
 (set_global_thread_pool_sizes, use_per_session_threads off) removed the switch cost (58 ms) without slowing
-either session, but it changes every session of the process: left for when a method switches sessions often.
+either session, but it changes every session of the process. Gradient methods switch on every request (the scoring
+forward on the main session, then the backward session); measured through the server (2 cores, median of 5-8):
+shared pool against a pool per session, ResNet-50 saliency 146 vs 213 ms, Grad-CAM 86 vs 156 ms; MobileNetV3
+saliency 50 vs 77 ms, Grad-CAM 15 vs 27 ms; but RISE (800 masks) 3.24 vs 2.78 s and occlusion 0.70 vs 0.67 s. The
+Python API cannot flush denormals in the shared pool's threads (session.set_denormal_as_zero applies to a session's
+own pool), which is the likely cause of RISE's loss. Left per session until the gradient path scores through the
+backward graph itself (one session per request).
 """
 
 from __future__ import annotations

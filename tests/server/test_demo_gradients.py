@@ -59,3 +59,21 @@ def test_cli_saves_extras_and_renderings(demo_server, tmp_path: Path) -> None:
     result = run_cli(*arguments, "--method", "integrated_gradients", "--param", "steps=8", image)
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "digit_8_clean.integrated_gradients.convergence_delta.npy").shape == (1,)
+
+
+def test_signed_gradient_overlay_shows_both_signs(demo_client: Client) -> None:
+    explanation = demo_client.explain(
+        DEMO, SAMPLES / "digit_4_strokes.png", method="gradient_x_input", overlay=True, polarity="both"
+    )
+    picture = cv2.imdecode(np.frombuffer(explanation.overlays[0], np.uint8), cv2.IMREAD_COLOR).astype(int)
+    blue, green, red = picture[..., 0], picture[..., 1], picture[..., 2]
+    assert picture.shape == (112, 112, 3)
+    # The map has both signs, so the picture has clearly green pixels and clearly red ones.
+    assert explanation.attribution.min() < 0 < explanation.attribution.max()
+    assert ((green - np.maximum(red, blue)) > 60).any()
+    assert ((red - np.maximum(green, blue)) > 60).any()
+
+
+def test_client_refuses_an_unknown_polarity(demo_client: Client) -> None:
+    with pytest.raises(ValueError, match="polarity"):
+        demo_client.explain(DEMO, SAMPLES / "digit_3_clean.png", method="saliency", polarity="sideways")

@@ -143,3 +143,37 @@ def test_tensor_to_image_rejects_bad_shapes() -> None:
         tensor_to_image(np.zeros((3, 0, 4)), "NCHW")
     with pytest.raises(ValueError, match="layout"):
         tensor_to_image(np.zeros((3, 4, 4)), "CHW")
+
+
+def signed_map() -> np.ndarray:
+    """Left half +1, right half -1, a zero band in the middle."""
+    attribution = np.zeros((20, 30), np.float32)
+    attribution[:, :12] = 1.0
+    attribution[:, 18:] = -1.0
+    return attribution
+
+
+def test_both_polarities_draw_positive_green_and_negative_red_over_the_image() -> None:
+    gray = np.full((20, 30, 3), 128, np.uint8)
+    out = decode_rgb(render_overlay(gray, signed_map(), alpha=1.0, clip_percentile=100, polarity="both")).astype(int)
+    left, middle, right = out[10, 5], out[10, 15], out[10, 25]
+    assert left[1] > 150 and left[0] < 50 and left[2] < 50  # green
+    assert right[0] > 150 and right[1] < 50 and right[2] < 50  # red
+    np.testing.assert_array_equal(middle, [128, 128, 128])  # no evidence: the picture itself
+
+
+@pytest.mark.parametrize(("polarity", "hot_column", "cold_column"), [("positive", 5, 25), ("negative", 25, 5)])
+def test_one_sided_polarities_show_only_their_sign(polarity: str, hot_column: int, cold_column: int) -> None:
+    black = np.zeros((20, 30, 3), np.uint8)
+    out = decode_rgb(render_overlay(black, signed_map(), alpha=1.0, clip_percentile=100, polarity=polarity))
+    jet = {
+        name: cv2.applyColorMap(np.array([[level]], np.uint8), COLORMAPS["jet"])[0, 0, ::-1]
+        for name, level in (("hot", 255), ("cold", 0))
+    }
+    np.testing.assert_array_equal(out[10, hot_column], jet["hot"])
+    np.testing.assert_array_equal(out[10, cold_column], jet["cold"])
+
+
+def test_unknown_polarity_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="polarity"):
+        render_overlay(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), polarity="sideways")

@@ -9,7 +9,7 @@ with Client("localhost:50051") as client:
 """
 
 from onnxplain.client.aio import AsyncClient
-from onnxplain.client.calls import AttributionShapeName, ScoreSpaceName
+from onnxplain.client.calls import AttributionShapeName, PolarityName, ScoreSpaceName
 from onnxplain.client.catalog import (
     Layout,
     MethodFamily,
@@ -54,6 +54,7 @@ __all__ = [
     "ParameterSpec",
     "ParameterValue",
     "PartialMap",
+    "PolarityName",
     "Prediction",
     "Progress",
     "ScoreSpaceName",

@@ -33,9 +33,16 @@ R = TypeVar("R")
 
 AttributionShapeName: TypeAlias = Literal["spatial", "input"]
 ScoreSpaceName: TypeAlias = Literal["raw", "probability"]
+PolarityName: TypeAlias = Literal["absolute", "positive", "negative", "both"]
 
 _ATTRIBUTION_SHAPES = {"spatial": pb.ATTRIBUTION_SHAPE_SPATIAL, "input": pb.ATTRIBUTION_SHAPE_INPUT}
 _SCORE_SPACES = {"raw": pb.SCORE_SPACE_RAW, "probability": pb.SCORE_SPACE_PROBABILITY}
+_POLARITIES = {
+    "absolute": pb.POLARITY_ABSOLUTE,
+    "positive": pb.POLARITY_POSITIVE,
+    "negative": pb.POLARITY_NEGATIVE,
+    "both": pb.POLARITY_BOTH,
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class ExplainArgs:
     colormap: str | None
     params: Mapping[str, object]
     segments: SegmentsLike = None
+    polarity: PolarityName | None = None
 
 
 def explain(args: ExplainArgs) -> Call[Explanation | list[Explanation]]:
@@ -96,9 +104,10 @@ def build_explain_request(args: ExplainArgs) -> tuple[pb.ExplainRequest, bool]:
         attribution_shape=_choose(_ATTRIBUTION_SHAPES, args.attribution_shape, "attribution_shape"),
         score_space=_choose(_SCORE_SPACES, args.score_space, "score_space"),
     )
-    # Naming a colormap only makes sense for an overlay, so it asks for one.
-    if args.overlay or args.colormap:
-        request.render.CopyFrom(pb.RenderOptions(overlay_png=True, colormap=args.colormap or ""))
+    # Naming a colormap or a polarity only makes sense for an overlay, so it asks for one.
+    if args.overlay or args.colormap or args.polarity:
+        polarity = _choose(_POLARITIES, args.polarity, "polarity") if args.polarity else pb.POLARITY_UNSPECIFIED
+        request.render.CopyFrom(pb.RenderOptions(overlay_png=True, colormap=args.colormap or "", polarity=polarity))
     return request, single
 
 

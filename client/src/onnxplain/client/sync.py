@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import grpc
 
 from onnxplain.client import calls
-from onnxplain.client.calls import AttributionShapeName, Call, ExplainArgs, ScoreSpaceName
+from onnxplain.client.calls import AttributionShapeName, Call, ExplainArgs, PolarityName, ScoreSpaceName
 from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
 from onnxplain.client.channel import DEFAULT_TARGET, ChannelOptions, channel_credentials, channel_options
 from onnxplain.client.errors import translating_rpc_errors
@@ -93,6 +93,7 @@ class Client:
         score_space: ScoreSpaceName = ...,
         overlay: bool = ...,
         colormap: str | None = ...,
+        polarity: PolarityName | None = ...,
         segments: SegmentMap | None = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
@@ -110,6 +111,7 @@ class Client:
         score_space: ScoreSpaceName = ...,
         overlay: bool = ...,
         colormap: str | None = ...,
+        polarity: PolarityName | None = ...,
         segments: SegmentMaps | None = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
@@ -126,6 +128,7 @@ class Client:
         score_space: ScoreSpaceName = "raw",
         overlay: bool = False,
         colormap: str | None = None,
+        polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
         timeout: float | None = None,
         **params: ParameterValue,
@@ -145,6 +148,7 @@ class Client:
             score_space=score_space,
             overlay=overlay,
             colormap=colormap,
+            polarity=polarity,
             params=params,
             segments=segments,
         )
@@ -162,6 +166,7 @@ class Client:
         score_space: ScoreSpaceName = "raw",
         overlay: bool = False,
         colormap: str | None = None,
+        polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
         timeout: float | None = None,
         **params: ParameterValue,
@@ -180,6 +185,7 @@ class Client:
             score_space=score_space,
             overlay=overlay,
             colormap=colormap,
+            polarity=polarity,
             params=params,
             segments=segments,
         )

@@ -20,12 +20,25 @@ class ScoreSpace(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORE_SPACE_UNSPECIFIED: _ClassVar[ScoreSpace]
     SCORE_SPACE_RAW: _ClassVar[ScoreSpace]
     SCORE_SPACE_PROBABILITY: _ClassVar[ScoreSpace]
+
+class Polarity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLARITY_UNSPECIFIED: _ClassVar[Polarity]
+    POLARITY_ABSOLUTE: _ClassVar[Polarity]
+    POLARITY_POSITIVE: _ClassVar[Polarity]
+    POLARITY_NEGATIVE: _ClassVar[Polarity]
+    POLARITY_BOTH: _ClassVar[Polarity]
 ATTRIBUTION_SHAPE_UNSPECIFIED: AttributionShape
 ATTRIBUTION_SHAPE_SPATIAL: AttributionShape
 ATTRIBUTION_SHAPE_INPUT: AttributionShape
 SCORE_SPACE_UNSPECIFIED: ScoreSpace
 SCORE_SPACE_RAW: ScoreSpace
 SCORE_SPACE_PROBABILITY: ScoreSpace
+POLARITY_UNSPECIFIED: Polarity
+POLARITY_ABSOLUTE: Polarity
+POLARITY_POSITIVE: Polarity
+POLARITY_NEGATIVE: Polarity
+POLARITY_BOTH: Polarity
 
 class Image(_message.Message):
     __slots__ = ("encoded", "tensor", "segments")
@@ -68,16 +81,18 @@ class Parameter(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ..., text: _Optional[str] = ..., numbers: _Optional[_Union[NumberList, _Mapping]] = ...) -> None: ...
 
 class RenderOptions(_message.Message):
-    __slots__ = ("overlay_png", "colormap", "clip_percentile", "alpha")
+    __slots__ = ("overlay_png", "colormap", "clip_percentile", "alpha", "polarity")
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     COLORMAP_FIELD_NUMBER: _ClassVar[int]
     CLIP_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
+    POLARITY_FIELD_NUMBER: _ClassVar[int]
     overlay_png: bool
     colormap: str
     clip_percentile: float
     alpha: float
-    def __init__(self, overlay_png: _Optional[bool] = ..., colormap: _Optional[str] = ..., clip_percentile: _Optional[float] = ..., alpha: _Optional[float] = ...) -> None: ...
+    polarity: Polarity
+    def __init__(self, overlay_png: _Optional[bool] = ..., colormap: _Optional[str] = ..., clip_percentile: _Optional[float] = ..., alpha: _Optional[float] = ..., polarity: _Optional[_Union[Polarity, str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("model_name", "model_version", "images", "top_k")

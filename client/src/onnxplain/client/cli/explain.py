@@ -57,6 +57,11 @@ def register(subparsers: Any) -> None:
         help="maps as (H, W) or in the model's input shape (default: spatial)",
     )
     parser.add_argument("--colormap", metavar="NAME", help="overlay colormap, e.g. jet, inferno, viridis")
+    parser.add_argument(
+        "--polarity",
+        choices=("absolute", "positive", "negative", "both"),
+        help="which sign the overlay shows; both: positive green, negative red (default absolute)",
+    )
     parser.add_argument("--no-overlay", dest="overlay", action="store_false", help="skip the PNG overlays")
     parser.add_argument(
         "--segments",
@@ -112,6 +117,7 @@ def _explain(client: Client, image: str, segments: np.ndarray | None, args: argp
         "score_space": args.score_space,
         "overlay": args.overlay,
         "colormap": args.colormap if args.overlay else None,
+        "polarity": args.polarity if args.overlay else None,
         **dict(args.params),
     }
     if not args.progress:

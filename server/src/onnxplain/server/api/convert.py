@@ -125,7 +125,16 @@ def render_query(render: pb.RenderOptions) -> schema.RenderQuery:
         colormap=render.colormap or defaults.colormap,
         clip_percentile=render.clip_percentile or defaults.clip_percentile,
         alpha=render.alpha or defaults.alpha,
+        polarity=_POLARITIES.get(render.polarity, defaults.polarity),
     )
+
+
+_POLARITIES = {
+    pb.POLARITY_ABSOLUTE: "absolute",
+    pb.POLARITY_POSITIVE: "positive",
+    pb.POLARITY_NEGATIVE: "negative",
+    pb.POLARITY_BOTH: "both",
+}
 
 
 # ---- responses ------------------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def explain(
         raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
     params = parse_parameters(method.parameters, query.parameters, method.name)
     if query.render is not None:
-        check_render_options(query.render.colormap, query.render.clip_percentile, query.render.alpha)
+        render = query.render
+        check_render_options(render.colormap, render.clip_percentile, render.alpha, render.polarity)
     prepared = prepare_images(model, query.images, settings.limits)
     tensors = [image.tensor for image in prepared]
     passes = PassCounter()
@@ -164,10 +165,14 @@ def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str
 
 
 def _overlay(image: PreparedImage, attribution: np.ndarray, layout: str, render: RenderQuery) -> bytes:
-    """Draw on the original picture: input-shaped maps are reduced over channels (max |.|), then the map is taken
-    back through the crop and resize."""
+    """Draw on the original picture: input-shaped maps are reduced over channels (max |.| for the absolute view,
+    the signed sum when a sign is to be shown), then the map is taken back through the crop and resize."""
     if attribution.ndim == 3:
-        attribution = np.abs(attribution).max(axis=0 if layout == "NCHW" else 2)
+        channels = 0 if layout == "NCHW" else 2
+        signed = render.polarity != "absolute"
+        attribution = attribution.sum(axis=channels) if signed else np.abs(attribution).max(axis=channels)
     if image.geometry is not None:
         attribution = map_to_original(attribution, image.geometry)
-    return render_overlay(image.picture, attribution, render.colormap, render.clip_percentile, render.alpha)
+    return render_overlay(
+        image.picture, attribution, render.colormap, render.clip_percentile, render.alpha, render.polarity
+    )

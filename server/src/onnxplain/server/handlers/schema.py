@@ -37,6 +37,8 @@ class RenderQuery:
     colormap: str = "jet"
     clip_percentile: float = 99.5
     alpha: float = 0.5
+    # absolute | positive | negative | both (diverging green/red)
+    polarity: str = "absolute"
 
 
 @dataclass(frozen=True)

@@ -15,37 +15,55 @@ COLORMAPS: dict[str, int] = {
 }
 
 
+POLARITIES = ("absolute", "positive", "negative", "both")
+# Diverging colours in BGR: evidence for the target green, against it red, as people draw "helped" and "cast doubt".
+_FOR, _AGAINST = np.array([0, 200, 0], np.float32), np.array([0, 0, 230], np.float32)
+
+
 def render_overlay(
     image: np.ndarray,
     attribution: np.ndarray,
     colormap: str = "jet",
     clip_percentile: float = 99.5,
     alpha: float = 0.5,
+    polarity: str = "absolute",
 ) -> bytes:
-    """Blend a colour-mapped |attribution| over `image` and return it PNG-encoded.
+    """Blend a colour-mapped attribution over `image` and return it PNG-encoded.
 
     `image` is (H, W, 3) RGB or (H, W, 1) / (H, W) gray uint8; `attribution` is (h, w) and is resized bilinearly
-    to (H, W). Magnitudes are clipped at their `clip_percentile` percentile so a few extreme pixels do not wash
-    the map out, then scaled to 0..1. The result is alpha * heat + (1 - alpha) * image.
+    to (H, W). `polarity` picks what is drawn: |attribution| ("absolute"), only its positive or negative part, each
+    with the colormap as alpha * heat + (1 - alpha) * image; or "both" on a diverging scale, positive green and
+    negative red, each pixel blended by alpha times its strength so the picture shows where nothing is. Magnitudes
+    are clipped at their `clip_percentile` percentile so a few extreme pixels do not wash the map out.
     """
-    cmap = check_render_options(colormap, clip_percentile, alpha)
+    cmap = check_render_options(colormap, clip_percentile, alpha, polarity)
     bgr = to_bgr(image)
     height, width = bgr.shape[:2]
     if attribution.ndim != 2:
         raise ValueError(f"attribution must be (height, width), got shape {attribution.shape}")
-    magnitude = np.abs(np.nan_to_num(attribution.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
-    if magnitude.shape != (height, width):
-        magnitude = cv2.resize(magnitude, (width, height), interpolation=cv2.INTER_LINEAR)
-    levels = (normalise(magnitude, clip_percentile) * 255.0).round().astype(np.uint8)
-    heat = cv2.applyColorMap(levels, cmap)
-    blended = cv2.addWeighted(heat, float(alpha), bgr, 1.0 - float(alpha), 0.0)
+    signed = np.nan_to_num(attribution.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if signed.shape != (height, width):
+        signed = cv2.resize(signed, (width, height), interpolation=cv2.INTER_LINEAR)
+    if polarity == "both":
+        strength = normalise(np.abs(signed), clip_percentile)[:, :, None]
+        colour = np.where(signed[:, :, None] >= 0, _FOR, _AGAINST)
+        weight = float(alpha) * strength
+        blended = (weight * colour + (1.0 - weight) * bgr.astype(np.float32)).round().astype(np.uint8)
+    else:
+        if polarity == "absolute":
+            shown = np.abs(signed)
+        else:
+            shown = np.maximum(signed if polarity == "positive" else -signed, 0.0)
+        levels = (normalise(shown, clip_percentile) * 255.0).round().astype(np.uint8)
+        heat = cv2.applyColorMap(levels, cmap)
+        blended = cv2.addWeighted(heat, float(alpha), bgr, 1.0 - float(alpha), 0.0)
     ok, encoded = cv2.imencode(".png", blended)
     if not ok:  # pragma: no cover - encoding an 8-bit BGR array to PNG does not fail
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
 
 
-def check_render_options(colormap: str, clip_percentile: float, alpha: float) -> int:
+def check_render_options(colormap: str, clip_percentile: float, alpha: float, polarity: str = "absolute") -> int:
     """The OpenCV colormap id for valid options; InvalidInput naming the bad option otherwise. Callers check
     before any work is done, so a bad option costs no passes."""
     cmap = COLORMAPS.get(colormap.lower()) if isinstance(colormap, str) else None
@@ -53,6 +71,8 @@ def check_render_options(colormap: str, clip_percentile: float, alpha: float) ->
         raise InvalidInput(f"unknown colormap {colormap!r}; valid names: {', '.join(sorted(COLORMAPS))}")
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise InvalidInput(f"alpha must be in [0, 1], got {alpha}")
+    if polarity not in POLARITIES:
+        raise InvalidInput(f"unknown polarity {polarity!r}; valid: {', '.join(POLARITIES)}")
     if not isinstance(clip_percentile, (int, float)) or not 0.0 < clip_percentile <= 100.0:
         raise InvalidInput(f"clip_percentile must be in (0, 100], got {clip_percentile}")
     return cmap

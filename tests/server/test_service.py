@@ -138,3 +138,16 @@ def test_cli_sends_segments_and_saves_the_segmentation(demo_server, tmp_path: Pa
     attribution = np.load(tmp_path / "digit_6_strokes.feature_ablation.npy")
     for quarter in range(4):
         assert np.unique(attribution[segments == quarter]).size == 1, "one value per segment"
+
+
+def test_segment_overlays_outline_the_segments(demo_client: Client) -> None:
+    """Two segments, left and right halves at the model's 28x28: the overlay (112x112) has a white line between."""
+    segments = np.zeros((28, 28), np.int32)
+    segments[:, 14:] = 1
+    explanation = demo_client.explain(
+        "digits", SAMPLES / "digit_3_clean.png", method="feature_ablation", segments=segments, overlay=True
+    )
+    picture = cv2.imdecode(np.frombuffer(explanation.overlays[0], np.uint8), cv2.IMREAD_COLOR)
+    white = (picture == 255).all(axis=2)
+    columns = np.flatnonzero(white.all(axis=0))
+    assert len(columns) > 0 and all(48 <= c <= 60 for c in columns), columns

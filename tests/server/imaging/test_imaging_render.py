@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.imaging.render import COLORMAPS, normalise, render_overlay, tensor_to_image
+from onnxplain.server.imaging.render import COLORMAPS, normalise, render_overlay, segment_borders, tensor_to_image
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -177,3 +177,17 @@ def test_one_sided_polarities_show_only_their_sign(polarity: str, hot_column: in
 def test_unknown_polarity_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="polarity"):
         render_overlay(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), polarity="sideways")
+
+
+def test_segment_borders_mark_where_the_segment_changes() -> None:
+    segments = np.array([[0, 0, 1], [0, 0, 1], [2, 2, 2]])
+    expected = np.array([[False, True, False], [True, True, True], [False, False, False]])
+    np.testing.assert_array_equal(segment_borders(segments), expected)
+
+
+def test_outline_is_drawn_in_white_on_top() -> None:
+    outline = np.zeros((6, 8), bool)
+    outline[:, 3] = True
+    out = decode_rgb(render_overlay(np.zeros((6, 8, 3), np.uint8), np.zeros((6, 8), np.float32), outline=outline))
+    assert (out[:, 3] == 255).all()
+    assert (out[:, 5] < 255).all()

@@ -24,7 +24,7 @@ from onnxplain.server.handlers.schema import (
 from onnxplain.server.handlers.targets import resolve_targets
 from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
-from onnxplain.server.imaging.render import check_render_options, render_overlay
+from onnxplain.server.imaging.render import check_render_options, render_overlay, segment_borders
 from onnxplain.server.methods.base import Attribution, ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
 from onnxplain.server.methods.parameters import parse_parameters
 from onnxplain.server.methods.registry import get_method
@@ -125,7 +125,7 @@ def _image_explanation(
     shape = "input" if get_method(query.method).family == "visualization" else query.attribution_shape
     for class_index, target_score, spatial in zip(targets, target_scores, attribution.maps, strict=True):
         shaped = _shaped(spatial, image.tensor, layout, shape)
-        overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render)
+        overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render, attribution.segments)
         target_maps.append(TargetMap(class_index, model.label_of(class_index), float(target_score), shaped, overlay))
     renderings = {}
     if query.render is not None and "dominant_class" in attribution.extras:
@@ -164,15 +164,25 @@ def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str
     return np.ascontiguousarray(np.broadcast_to(expanded, tensor.shape))
 
 
-def _overlay(image: PreparedImage, attribution: np.ndarray, layout: str, render: RenderQuery) -> bytes:
+def _overlay(
+    image: PreparedImage, attribution: np.ndarray, layout: str, render: RenderQuery, segments: np.ndarray | None
+) -> bytes:
     """Draw on the original picture: input-shaped maps are reduced over channels (max |.| for the absolute view,
     the signed sum when a sign is to be shown), then the map is taken back through the crop and resize."""
     if attribution.ndim == 3:
         channels = 0 if layout == "NCHW" else 2
         signed = render.polarity != "absolute"
         attribution = attribution.sum(axis=channels) if signed else np.abs(attribution).max(axis=channels)
+    outline = None if segments is None else segment_borders(segments).astype(np.float32)
     if image.geometry is not None:
         attribution = map_to_original(attribution, image.geometry)
+        outline = None if outline is None else map_to_original(outline, image.geometry)
     return render_overlay(
-        image.picture, attribution, render.colormap, render.clip_percentile, render.alpha, render.polarity
+        image.picture,
+        attribution,
+        render.colormap,
+        render.clip_percentile,
+        render.alpha,
+        render.polarity,
+        None if outline is None else outline > 0.5,
     )

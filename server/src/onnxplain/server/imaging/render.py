@@ -27,6 +27,7 @@ def render_overlay(
     clip_percentile: float = 99.5,
     alpha: float = 0.5,
     polarity: str = "absolute",
+    outline: np.ndarray | None = None,
 ) -> bytes:
     """Blend a colour-mapped attribution over `image` and return it PNG-encoded.
 
@@ -34,7 +35,8 @@ def render_overlay(
     to (H, W). `polarity` picks what is drawn: |attribution| ("absolute"), only its positive or negative part, each
     with the colormap as alpha * heat + (1 - alpha) * image; or "both" on a diverging scale, positive green and
     negative red, each pixel blended by alpha times its strength so the picture shows where nothing is. Magnitudes
-    are clipped at their `clip_percentile` percentile so a few extreme pixels do not wash the map out.
+    are clipped at their `clip_percentile` percentile so a few extreme pixels do not wash the map out. `outline`,
+    an (H, W) boolean mask, is drawn in white on top (the segment borders LIME and KernelSHAP attributed over).
     """
     cmap = check_render_options(colormap, clip_percentile, alpha, polarity)
     bgr = to_bgr(image)
@@ -57,6 +59,8 @@ def render_overlay(
         levels = (normalise(shown, clip_percentile) * 255.0).round().astype(np.uint8)
         heat = cv2.applyColorMap(levels, cmap)
         blended = cv2.addWeighted(heat, float(alpha), bgr, 1.0 - float(alpha), 0.0)
+    if outline is not None:
+        blended[outline] = 255
     ok, encoded = cv2.imencode(".png", blended)
     if not ok:  # pragma: no cover - encoding an 8-bit BGR array to PNG does not fail
         raise RuntimeError("PNG encoding failed")
@@ -131,3 +135,11 @@ def to_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 1:
         return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+
+
+def segment_borders(segments: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels whose right or lower neighbour lies in another segment."""
+    borders = np.zeros(segments.shape, dtype=bool)
+    borders[:, :-1] |= segments[:, :-1] != segments[:, 1:]
+    borders[:-1, :] |= segments[:-1, :] != segments[1:, :]
+    return borders

@@ -49,16 +49,18 @@ class FeatureMap:
 
 def default_feature_map(graph: onnx.GraphProto, target: str, shapes: dict[str, Shape]) -> FeatureMap | None:
     """The last 4-D feature map before the classifier head: the input of the pooling (global, window over the whole
-    map, or a mean over two axes) or of the Flatten nearest the target, searched backwards from the target."""
+    map, or a mean over two axes) or of the Flatten (or flattening Reshape) nearest the target, searched backwards
+    from the target. A map that a Transpose made channels-last (Keras exports) keeps its axes as the perm put them."""
     producers = {out: node for node in graph.node for out in node.output}
     constants = {init.name: init for init in graph.initializer}
     seen, queue = set(), deque([target])
     while queue:
         node = producers.get(queue.popleft())
-        if node is None or node.name in seen:
+        # Keyed by the first output: node names are optional in ONNX, and exporters leave some empty.
+        if node is None or node.output[0] in seen:
             continue
-        seen.add(node.name)
-        found = _pooled_map(node, shapes, constants)
+        seen.add(node.output[0])
+        found = _pooled_map(node, shapes, constants, producers)
         if found is not None:
             return found
         queue.extend(name for name in node.input if name and name not in constants)
@@ -73,15 +75,19 @@ def feature_map_named(name: str, shapes: dict[str, Shape]) -> FeatureMap:
     return FeatureMap(name, 1, (2, 3))
 
 
-def _pooled_map(node: onnx.NodeProto, shapes: dict[str, Shape], constants: dict) -> FeatureMap | None:
+def _pooled_map(
+    node: onnx.NodeProto, shapes: dict[str, Shape], constants: dict, producers: dict[str, onnx.NodeProto]
+) -> FeatureMap | None:
     source = node.input[0] if node.input else ""
     shape = shapes.get(source)
     if shape is None or len(shape) != 4:
         return None
     found = None
-    if node.op_type in _GLOBAL_POOLS | _WINDOW_POOLS or node.op_type == "Flatten":
+    if node.op_type in _GLOBAL_POOLS | _WINDOW_POOLS:
         if node.op_type not in _WINDOW_POOLS or _covers_whole_map(node, shape):
             found = FeatureMap(source, 1, (2, 3))
+    elif node.op_type == "Flatten" or (node.op_type == "Reshape" and len(shapes.get(node.output[0]) or ()) == 2):
+        found = _flattened_map(source, producers.get(source))
     elif node.op_type in _REDUCE_POOLS:
         axes = _reduce_axes(node, constants)
         if axes is not None and len(axes) == 2:
@@ -92,6 +98,14 @@ def _pooled_map(node: onnx.NodeProto, shapes: dict[str, Shape], constants: dict)
     if found is None or all(shape[axis] == 1 for axis in found.spatial_axes):
         return None
     return found
+
+
+def _flattened_map(source: str, producer: onnx.NodeProto | None) -> FeatureMap:
+    """The map a Flatten reads: channels-first, unless a Transpose just reordered its axes."""
+    if producer is not None and producer.op_type == "Transpose":
+        perm = next((list(a.ints) for a in producer.attribute if a.name == "perm"), [3, 2, 1, 0])
+        return FeatureMap(source, perm.index(1), (perm.index(2), perm.index(3)))
+    return FeatureMap(source, 1, (2, 3))
 
 
 def _covers_whole_map(node: onnx.NodeProto, shape: Shape) -> bool:

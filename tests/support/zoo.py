@@ -168,6 +168,57 @@ class TFStyle(nn.Module):
         return self.fc(x.mean(dim=(1, 2)))
 
 
+class ViTStyle(nn.Module):
+    """A one-block vision transformer: patch embedding (Conv), a class token expanded over the batch (the legacy
+    exporter writes the expand through shape arithmetic ONNX shape inference cannot follow), positions, a pre-norm
+    encoder layer (attention Softmax, MatMul, LayerNorm, exact GELU), the class token through LayerNorm and a head."""
+
+    def __init__(self, seed: int = 0, size: int = 32, patch: int = 8, dim: int = 32) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.positions = nn.Parameter(torch.zeros(1, (size // patch) ** 2 + 1, dim))
+        # The attention's packed projection is not a Linear that `initialise` reaches: seed its default init.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.block = nn.TransformerEncoderLayer(
+                dim, 4, 2 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+            )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, CLASSES)
+        initialise(self, seed)
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(seed + 1)
+            self.cls.copy_(torch.randn(self.cls.shape, generator=generator))
+            self.positions.copy_(torch.randn(self.positions.shape, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1) + self.positions
+        return self.head(self.norm(self.block(tokens))[:, 0])
+
+
+class ConvNeXtStyle(nn.Module):
+    """A ConvNeXt block: patchify stem, depthwise 7x7, channels-last LayerNorm and GELU MLP (permute there and back),
+    a residual sum, a spatial mean and a head."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, 4)
+        self.depthwise = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.norm = nn.LayerNorm(16)
+        self.expand = nn.Linear(16, 64)
+        self.project = nn.Linear(64, 16)
+        self.head = nn.Linear(16, CLASSES)
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.norm(self.depthwise(x).permute(0, 2, 3, 1))
+        y = self.project(F.gelu(self.expand(y))).permute(0, 3, 1, 2)
+        return self.head((x + y).mean(dim=(2, 3)))
+
+
 def initialise(module: nn.Module, seed: int) -> None:
     """He-scaled weights (activations stay near unit scale through the depth), small biases, and BatchNorm
     statistics away from the identity, all from `seed`."""

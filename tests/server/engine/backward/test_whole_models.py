@@ -18,7 +18,7 @@ import pytest
 import torch
 from support.models import WithSoftmax, export, write_model
 from support.vjp import assert_relative_close
-from support.zoo import CLASSES, MobileNetV3Style, ResNetStyle, TFStyle, VGGStyle
+from support.zoo import CLASSES, ConvNeXtStyle, MobileNetV3Style, ResNetStyle, TFStyle, VGGStyle, ViTStyle
 
 from onnxplain.server.engine.gradients import BackwardSpec, backward_session
 from onnxplain.server.repository.loader import load_model
@@ -34,6 +34,8 @@ MODELS = {
     "vgg": (VGGStyle, (3, 32, 32)),
     "tf_nhwc": (TFStyle, (40, 40, 3)),
     "softmax": (lambda: WithSoftmax(ResNetStyle(seed=1)), NCHW),
+    "vit": (ViTStyle, (3, 32, 32)),
+    "convnext": (ConvNeXtStyle, (3, 32, 32)),
 }
 # Other image sizes for exports with dynamic spatial axes (the backward graph is built per size).
 OTHER_SIZES = {"resnet": (3, 48, 36), "mobilenet_v3": (3, 33, 45), "tf_nhwc": (48, 36, 3)}
@@ -69,6 +71,10 @@ def _cases() -> list[Case]:
         cases.append(Case(model, 17, dynamic_spatial=True))
         cases.append(Case(model, 18, dynamo=True, dynamic_spatial=True))
     cases.append(Case("resnet", 17, dynamic_batch=False))
+    for model in ("vit", "convnext"):
+        cases.append(Case(model, 17))
+    # torch 2.13's dynamo exporter fixes the ViT's batch inside the attention (the export runs at batch 1 only).
+    cases += [Case("convnext", 18, dynamo=True), Case("vit", 18, dynamo=True, dynamic_batch=False)]
     for probability in (False, True):
         cases += [Case("softmax", opset, probability=probability) for opset in (11, 17)]
         cases.append(Case("softmax", 18, dynamo=True, probability=probability))
@@ -96,7 +102,7 @@ def rows(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 def torch_reference(module: torch.nn.Module, images: np.ndarray, seeds: np.ndarray, probability: bool) -> np.ndarray:
     """seedᵀ·∂score/∂image by autograd in float64; the score is the logits unless `probability` (then the Softmax
     output: the wrapper's own, or one over the logits)."""
-    module = module.double()
+    module = module.double().eval()
     if isinstance(module, WithSoftmax) and not probability:
         module = module.inner
     inputs = torch.tensor(images, dtype=torch.float64, requires_grad=True)

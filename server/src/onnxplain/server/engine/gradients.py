@@ -17,6 +17,7 @@ import onnx
 from onnxplain.server.engine.backward.builder import BackwardGraph, MissingRule, differentiate, gradient_output
 from onnxplain.server.engine.backward.prepare import (
     ConversionError,
+    ShapeProbe,
     fix_input_shape,
     fold_constants,
     infer_shapes,
@@ -111,10 +112,11 @@ def backward_graph(
     model = with_min_opset(model)
     fold_constants(model)
     target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, _class_axis(signature))
-    feature_map = _feature_map(model, target, spec) if spec.cam_layer or spec.layer else None
+    probe = ShapeProbe(signature.input.name, tuple(sample_shape))
+    feature_map = _feature_map(model, target, spec, probe) if spec.cam_layer or spec.layer else None
     wrt = [signature.input.name] if spec.input_gradient else []
     readouts = [feature_map.tensor] if feature_map else []
-    built = differentiate(model, target, [*wrt, *readouts], ruleset=spec.ruleset, readouts=readouts)
+    built = differentiate(model, target, [*wrt, *readouts], ruleset=spec.ruleset, readouts=readouts, probe=probe)
     return built, feature_map
 
 
@@ -140,8 +142,8 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
     return BackwardSession(session, feature_map, spec, model.signature.fixed_batch)
 
 
-def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec) -> FeatureMap:
-    _, shapes, _ = infer_shapes(model)
+def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec, probe: ShapeProbe) -> FeatureMap:
+    _, shapes, _ = infer_shapes(model, probe)
     if spec.layer:
         try:
             return feature_map_named(spec.layer, shapes)

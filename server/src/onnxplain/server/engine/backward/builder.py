@@ -16,7 +16,7 @@ from onnx import helper
 
 from onnxplain.server.engine.backward.context import BackwardContext, Shape, UnknownShape
 from onnxplain.server.engine.backward.path import differentiable_path
-from onnxplain.server.engine.backward.prepare import infer_shapes, model_opset
+from onnxplain.server.engine.backward.prepare import ShapeProbe, infer_shapes, model_opset
 from onnxplain.server.engine.backward.rules import ForwardNode
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, LINEAR_OPS, RuleSet
 
@@ -54,16 +54,17 @@ def differentiate(
     *,
     ruleset: RuleSet = GRADIENT,
     readouts: Sequence[str] = (),
+    probe: ShapeProbe | None = None,
 ) -> BackwardGraph:
     """Add the backward nodes to `model` (modified in place and returned inside the result).
 
     `wrt` are the tensors to return gradients of (graph inputs or intermediate tensors); `readouts` are tensors to
     return as they are (a layer's activation next to its gradient). The target's gradient is seeded by the new input
-    SEED_INPUT, shaped like the target.
+    SEED_INPUT, shaped like the target. `probe` lets shape inference measure shapes it cannot infer.
     """
     for canonize in ruleset.canonizers:
         canonize(model)
-    model, shapes, dtypes = infer_shapes(model)
+    model, shapes, dtypes = infer_shapes(model, probe)
     graph = model.graph
     nodes, on_path = differentiable_path(graph, wrt, target, dtypes)
     ctx = BackwardContext(graph, model_opset(model), shapes, dtypes, on_path)

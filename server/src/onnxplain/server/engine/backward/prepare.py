@@ -4,13 +4,16 @@ static shapes from ONNX shape inference."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from onnxplain.server.engine.backward.context import Shape
+from onnxplain.server.engine.session import create_session
 
 # Rules emit ScatterElements with reduction="add" (opset 16) and input-form axes (opset 13): older models are
 # converted up. ONNX's upgrade adapters cover the ops classifiers use.
@@ -126,10 +129,22 @@ def fix_input_shape(model: onnx.ModelProto, input_name: str, sample_shape: Seque
 _WEIGHT_BYTES = 4096
 
 
-def infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Shape], dict[str, int]]:
+@dataclass(frozen=True)
+class ShapeProbe:
+    """An image input and its sample shape (no batch): lets shape inference fall back to running the model."""
+
+    input_name: str
+    sample_shape: tuple[int, ...]
+
+
+def infer_shapes(
+    model: onnx.ModelProto, probe: ShapeProbe | None = None
+) -> tuple[onnx.ModelProto, dict[str, Shape], dict[str, int]]:
     """The model (the same object) and every known tensor's static shape and element type. Inference runs on a copy
     whose weights keep their dims but not their data: ONNX's inference serializes the model it is given, and for a
-    ResNet-50 that was most of the build time."""
+    ResNet-50 that was most of the build time. Where ONNX's inference leaves a dimension other than the batch
+    unknown (torch's legacy exporter writes `expand(n, -1, -1)` of a ViT's class token through shape arithmetic it
+    cannot follow), `probe` runs the model to measure the shapes."""
     light = onnx.ModelProto()
     light.CopyFrom(model)
     for initializer in light.graph.initializer:
@@ -144,4 +159,42 @@ def infer_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Sha
         dtypes[value.name] = tensor_type.elem_type
         if tensor_type.HasField("shape"):
             shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+    unknown = [
+        out
+        for node in model.graph.node
+        for out in node.output
+        if out and (out not in shapes or None in shapes[out][1:])
+    ]
+    if unknown and probe is not None:
+        shapes.update(_measured_shapes(model, probe, unknown, dtypes))
     return model, shapes, dtypes
+
+
+def _measured_shapes(
+    model: onnx.ModelProto, probe: ShapeProbe, names: list[str], dtypes: dict[str, int]
+) -> dict[str, Shape]:
+    """Shapes of `names` from running the model on random images at batch 1 and 2 (dimensions that follow the batch
+    stay None); at the model's own batch size alone when it is fixed. Tensors the run cannot give are left out."""
+    probed = onnx.ModelProto()
+    probed.CopyFrom(model)
+    del probed.graph.output[:]
+    probed.graph.output.extend(onnx.helper.make_tensor_value_info(n, dtypes.get(n, 0), None) for n in names)
+    image = next(value for value in model.graph.input if value.name == probe.input_name)
+    batch_dim = image.type.tensor_type.shape.dim[0]
+    batches = [batch_dim.dim_value] if batch_dim.HasField("dim_value") else [1, 2]
+    try:
+        session = create_session(probed, ort.SessionOptions(), ["CPUExecutionProvider"])
+        runs = [
+            session.run(
+                names, {probe.input_name: np.random.default_rng(0).random((b, *probe.sample_shape), np.float32)}
+            )
+            for b in batches
+        ]
+    except Exception:  # the probe is a fallback: without it the rules say which shape they missed
+        return {}
+    return {
+        name: tuple(
+            d if all(run[i].shape[axis] == d for run in runs) else None for axis, d in enumerate(runs[0][i].shape)
+        )
+        for i, name in enumerate(names)
+    }

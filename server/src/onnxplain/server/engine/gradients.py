@@ -32,7 +32,7 @@ from onnxplain.server.engine.backward.targets import (
 )
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.derived import DerivedSession
-from onnxplain.server.engine.session import run_in_chunks
+from onnxplain.server.engine.session import FixedBatchRuns, run_in_chunks
 from onnxplain.server.errors import FailedPrecondition, InvalidInput
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.signature import ModelSignature
@@ -65,7 +65,7 @@ class BackwardResult:
     layer_gradient: np.ndarray | None
 
 
-class BackwardSession:
+class BackwardSession(FixedBatchRuns):
     def __init__(
         self, session: DerivedSession, feature_map: FeatureMap | None, spec: BackwardSpec, fixed_batch: int | None
     ) -> None:
@@ -75,12 +75,6 @@ class BackwardSession:
         self.fixed_batch = fixed_batch
         self._image_input, self._seed_input = session.input_names
         self.seed_shape = session.input_shapes[self._seed_input]
-
-    def runs_for(self, images: int) -> int:
-        return -(-images // self.fixed_batch) if self.fixed_batch else 1
-
-    def images_per_run(self, images: int) -> int:
-        return min(images, self.fixed_batch) if self.fixed_batch else images
 
     def run(self, images: np.ndarray, seeds: np.ndarray, token: CancelToken | None = None) -> BackwardResult:
         """images (n, *input shape), seeds (n, K) -> one BackwardResult over the n rows."""
@@ -111,7 +105,7 @@ def backward_graph(
     fix_input_shape(model, signature.input.name, sample_shape)
     model = with_min_opset(model)
     fold_constants(model)
-    target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, _class_axis(signature))
+    target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, signature.class_axis)
     probe = ShapeProbe(signature.input.name, tuple(sample_shape))
     feature_map = _feature_map(model, target, spec, probe) if spec.cam_layer or spec.layer else None
     wrt = [signature.input.name] if spec.input_gradient else []
@@ -153,8 +147,3 @@ def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec, probe:
     if found is None:
         raise FailedPrecondition("no 4-D feature map feeds the classifier head; name one with the 'layer' parameter")
     return found
-
-
-def _class_axis(signature: ModelSignature) -> int:
-    dims = signature.output.shape
-    return next((axis for axis in range(1, len(dims)) if dims[axis] != 1), 1)

@@ -31,7 +31,21 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-class ModelSession:
+class FixedBatchRuns:
+    """How a session over a graph with `fixed_batch` (None: any batch) splits images into runs (run_in_chunks),
+    for a PassCounter."""
+
+    fixed_batch: int | None
+
+    def runs_for(self, images: int) -> int:
+        """How many ONNX Runtime runs `run` makes for this many images."""
+        return -(-images // self.fixed_batch) if self.fixed_batch else 1
+
+    def images_per_run(self, images: int) -> int:
+        return min(images, self.fixed_batch) if self.fixed_batch else images
+
+
+class ModelSession(FixedBatchRuns):
     """Runs batches of model inputs and returns (n, K) float32 scores.
 
     Models exported with a fixed batch dimension (often 1) are run in chunks of that size, the last chunk padded,
@@ -58,13 +72,6 @@ class ModelSession:
     @property
     def providers(self) -> list[str]:
         return self._session.get_providers()
-
-    def runs_for(self, images: int) -> int:
-        """How many ONNX Runtime runs `run` makes for this many images."""
-        return -(-images // self.fixed_batch) if self.fixed_batch else 1
-
-    def images_per_run(self, images: int) -> int:
-        return min(images, self.fixed_batch) if self.fixed_batch else images
 
     def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
         """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""

@@ -58,6 +58,8 @@ def explain(
     limit = settings.limits.max_targets
     targets_per_image = [resolve_targets(query.targets, scores, model.labels, limit) for scores in base_scores]
     explanations, used_params = [], []
+    # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
+    map_shape = "input" if method.family == "visualization" else query.attribution_shape
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token)
         target_scores = scorer.select(scores[None, :])[0]
@@ -74,7 +76,9 @@ def explain(
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
         attribution = method.attribute(job, used_params[-1])
-        explanations.append(_image_explanation(model, image, scores, targets, target_scores, attribution, query))
+        explanations.append(
+            _image_explanation(model, image, scores, targets, target_scores, attribution, query, map_shape)
+        )
         passes.add(scorer.passes)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
     providers = model.session.providers
@@ -118,11 +122,10 @@ def _image_explanation(
     target_scores: np.ndarray,
     attribution: Attribution,
     query: ExplainQuery,
+    shape: str,
 ) -> ImageExplanation:
     layout = model.signature.layout
     target_maps = []
-    # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
-    shape = "input" if get_method(query.method).family == "visualization" else query.attribution_shape
     for class_index, target_score, spatial in zip(targets, target_scores, attribution.maps, strict=True):
         shaped = _shaped(spatial, image.tensor, layout, shape)
         overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render, attribution.segments)

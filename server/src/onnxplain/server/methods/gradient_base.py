@@ -8,7 +8,7 @@ takes a batch of rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,7 +39,7 @@ def session_for(job: ExplainJob, spec: BackwardSpec) -> BackwardSession:
     return backward_session(job.model, job.image.shape, spec)
 
 
-def one_hot(job: ExplainJob, classes: np.ndarray | list[int]) -> np.ndarray:
+def one_hot(job: ExplainJob, classes: np.ndarray | Sequence[int]) -> np.ndarray:
     """(len(classes), K) seeds asking for one class each."""
     seeds = np.zeros((len(classes), len(job.scores)), dtype=np.float32)
     seeds[np.arange(len(classes)), np.asarray(classes)] = 1.0
@@ -51,19 +51,32 @@ def run_rows(
 ) -> BackwardResult:
     """All rows through the backward graph in batches; `images` may be one image for every row (broadcast)."""
     count = len(seeds)
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        shape = (stop - start, *images.shape[1:])
+        return (images[start:stop] if len(images) == count else np.broadcast_to(images, shape)), seeds[start:stop]
+
+    return _concatenated([result for _, _, result in _batches(job, session, count, rows, parameter)])
+
+
+def _batches(
+    job: ExplainJob,
+    session: BackwardSession,
+    count: int,
+    rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+    parameter: str | None = None,
+) -> Iterator[tuple[int, int, BackwardResult]]:
+    """Rows [start, stop) of `count`, built by `rows(start, stop)` as (images, seeds), run in batches sized for a
+    backward pass, within the pass limit, counting passes and reporting progress after each batch."""
     check_pass_limit(job, count, parameter)
     batch = max(1, job.batch_size // BACKWARD_MEMORY_FACTOR)
-    parts: list[BackwardResult] = []
     for start in range(0, count, batch):
         stop = min(start + batch, count)
-        rows = (
-            images[start:stop] if len(images) == count else np.broadcast_to(images, (stop - start, *images.shape[1:]))
-        )
-        parts.append(session.run(rows, seeds[start:stop], job.scorer.token))
+        result = session.run(*rows(start, stop), job.scorer.token)
         job.scorer.passes.record_backward(session, stop - start)
         if job.progress is not None:
             job.progress(Progress(stop, count))
-    return _concatenated(parts)
+        yield start, stop, result
 
 
 def _concatenated(parts: list[BackwardResult]) -> BackwardResult:
@@ -90,17 +103,12 @@ def channel_axis(job: ExplainJob) -> int:
 def for_every_class(job: ExplainJob, spec: BackwardSpec, consume: Callable[[np.ndarray, BackwardResult], None]) -> None:
     """One backward row per class of the model, in batches: `consume(classes, result)` gets each batch, so a
     1000-class Jacobian (600 MB at 3x224x224) never sits in memory at once."""
-    classes = len(job.scores)
-    check_pass_limit(job, classes)
-    session = session_for(job, spec)
-    batch = max(1, job.batch_size // BACKWARD_MEMORY_FACTOR)
-    for start in range(0, classes, batch):
-        chunk = np.arange(start, min(start + batch, classes))
-        rows = np.broadcast_to(job.image[None], (len(chunk), *job.image.shape))
-        consume(chunk, session.run(rows, one_hot(job, chunk), job.scorer.token))
-        job.scorer.passes.record_backward(session, len(chunk))
-        if job.progress is not None:
-            job.progress(Progress(int(chunk[-1]) + 1, classes))
+
+    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.broadcast_to(job.image[None], (stop - start, *job.image.shape)), one_hot(job, range(start, stop))
+
+    for start, stop, result in _batches(job, session_for(job, spec), len(job.scores), rows):
+        consume(np.arange(start, stop), result)
 
 
 def input_bounds(job: ExplainJob) -> tuple[float, float]:

@@ -47,7 +47,7 @@ class Lrp(GradientMethod):
         takes = composite_parameters(composite)
         given = {name: params[name] for name in takes if params[name] is not None}
         ignored = sorted(
-            name for name, _ in params.items() if name != "composite" and name not in takes and params[name] is not None
+            name for name, value in params.items() if value is not None and name not in (*takes, "composite")
         )
         if ignored:
             raise InvalidInput(f"LRP composite {composite!r} does not take {', '.join(ignored)}")

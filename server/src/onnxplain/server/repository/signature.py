@@ -69,6 +69,12 @@ class ModelSignature:
         dims = [d for d in self.output.shape[1:] if d != 1]
         return dims[0] if len(dims) == 1 and dims[0] is not None else None
 
+    @property
+    def class_axis(self) -> int:
+        """The output axis holding the classes: the one after the batch that is not 1 ((N, K) or (N, K, 1, 1))."""
+        dims = self.output.shape
+        return next((axis for axis in range(1, len(dims)) if dims[axis] != 1), 1)
+
 
 def read_signature(
     model: onnx.ModelProto,

@@ -34,12 +34,15 @@ class BackwardContext:
         self._dtypes = dtypes
         # Tensors whose gradient the walk needs: rules skip the VJPs of other inputs (weights, shapes, masks).
         self._needed = needed
-        self._constants: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        # Constant tensors by name, converted to numpy only when a rule asks: most are weights no rule reads, and
+        # converting a ResNet-50's all up front copied 100 MB per build.
+        self._constant_protos: dict[str, onnx.TensorProto] = {init.name: init for init in graph.initializer}
         for node in graph.node:
             if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-                self._constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+                self._constant_protos[node.output[0]] = node.attribute[0].t
+        self._constants: dict[str, np.ndarray] = {}
         self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
-        self._taken |= set(self._constants) | {value.name for value in graph.input}
+        self._taken |= set(self._constant_protos) | {value.name for value in graph.input}
         self._counter = 0
 
     # What the forward graph says.
@@ -50,8 +53,8 @@ class BackwardContext:
 
     def shape(self, name: str) -> Shape | None:
         """The static shape (None for unknown dimensions), or None when not even the rank is known."""
-        if name in self._constants:
-            return tuple(self._constants[name].shape)
+        if name in self._constant_protos:
+            return tuple(self._constant_protos[name].dims)
         return self._shapes.get(name)
 
     def static_shape(self, name: str) -> tuple[int, ...]:
@@ -69,12 +72,14 @@ class BackwardContext:
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of an initializer or Constant output, else None."""
+        if name not in self._constants and name in self._constant_protos:
+            self._constants[name] = numpy_helper.to_array(self._constant_protos[name])
         return self._constants.get(name) if name else None
 
     def dtype(self, name: str) -> np.dtype:
         """The numpy dtype of a tensor (float32 when inference did not say)."""
-        if name in self._constants:
-            return self._constants[name].dtype
+        if name in self._constant_protos:
+            return np.dtype(helper.tensor_dtype_to_np_dtype(self._constant_protos[name].data_type))
         elem = self._dtypes.get(name, onnx.TensorProto.FLOAT)
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
 
@@ -93,6 +98,7 @@ class BackwardContext:
         array = np.asarray(value, dtype=self.dtype(like) if like else None)
         name = self.fresh(hint)
         self.graph.initializer.append(numpy_helper.from_array(array, name))
+        self._constant_protos[name] = self.graph.initializer[-1]
         self._constants[name] = array
         return name
 

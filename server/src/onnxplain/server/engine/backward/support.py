@@ -13,8 +13,7 @@ from onnxplain.server.engine.backward.targets import explained_tensor
 def gradient_problem(model: onnx.ModelProto, input_name: str, output_name: str) -> str | None:
     """Why gradient methods cannot run on the model (ops on the input-to-logits path without a VJP rule), or None.
     Works on the graph without its weights; rules that refuse an attribute combination still say so per request."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # targets may append nodes: work on a copy
-    target = explained_tensor(model, output_name, probability=False)
+    target = explained_tensor(model, output_name, probability=False)  # the logits: adds no node
     try:
         _, _, dtypes = infer_shapes(model)
     except Exception:  # shape inference failing only loses the element types: unknown types count as float

@@ -270,6 +270,17 @@ def test_an_overlay_alpha_out_of_range_is_invalid_argument(stub: ExplainServiceS
     stub_refused(lambda: stub.Explain(request, timeout=30), INVALID, "alpha", "2")
 
 
+def test_an_unknown_polarity_number_is_invalid_argument(stub: ExplainServiceStub) -> None:
+    """A polarity this server does not know (sent by a newer client) is refused, not drawn as another one."""
+    request = pb.ExplainRequest(
+        model_name=DEMO,
+        images=[pb.Image(encoded=SAMPLE.read_bytes())],
+        method="saliency",
+        render=pb.RenderOptions(overlay_png=True, polarity=9),
+    )
+    stub_refused(lambda: stub.Explain(request, timeout=30), INVALID, "polarity", "9")
+
+
 # ---- image size limit ------------------------------------------------------------------------------------------------
 
 

@@ -93,6 +93,9 @@ def test_cam_without_a_feature_map_asks_for_a_layer(client) -> None:
         ("lrp", {"composite": "mystery"}, "composite"),
         ("grad_cam", {"layer": "no_such_tensor"}, "no_such_tensor"),
         ("feature_visualization", {"decay": 1.5}, "decay"),
+        ("feature_visualization", {"layer": EARLY_LAYER, "channel": 99}, "channel"),
+        ("lrp", {"composite": "z_plus", "epsilon": 0.1}, "epsilon"),
+        ("lrp", {"composite": "alpha_beta", "alpha": 3.0, "beta": 1.0}, "alpha - beta must be 1"),
     ],
 )
 def test_bad_gradient_parameters_are_invalid_arguments(client, method, params, fragment) -> None:

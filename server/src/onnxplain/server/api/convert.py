@@ -125,8 +125,16 @@ def render_query(render: pb.RenderOptions) -> schema.RenderQuery:
         colormap=render.colormap or defaults.colormap,
         clip_percentile=render.clip_percentile or defaults.clip_percentile,
         alpha=render.alpha or defaults.alpha,
-        polarity=_POLARITIES.get(render.polarity, defaults.polarity),
+        polarity=_polarity(render.polarity, defaults.polarity),
     )
+
+
+def _polarity(value: int, default: str) -> str:
+    if value == pb.POLARITY_UNSPECIFIED:
+        return default
+    if value not in _POLARITIES:
+        raise InvalidInput(f"unknown render polarity {value}; valid: {', '.join(map(str, _POLARITIES))}")
+    return _POLARITIES[value]
 
 
 _POLARITIES = {

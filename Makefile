@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 50051
+# The audit report is tested in Debian's Chromium (headless, driven by Playwright's Python package).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install serve test lint proto bench clean
 
@@ -20,8 +23,12 @@ $(STAMP): pyproject.toml client/pyproject.toml server/pyproject.toml
 serve: $(STAMP)
 	$(BIN)/onnxplain serve --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 
 from onnxplain.client import calls
 from onnxplain.client.calls import ExplainArgs
+from onnxplain.client.evaluation import MethodSpec, Region
 from onnxplain.client.targets import TopK
 from onnxplain.v1 import explain_service_pb2 as pb
 
@@ -78,7 +80,9 @@ def test_every_call_names_a_stub_method():
         calls.predict("m", b"x", version="", top_k=5),
         calls.explain(args()),
         calls.explain_stream(args()),
+        calls.evaluate(calls.EvaluateArgs("m", b"x", "rise", (), None, "", None, None, {})),
         calls.list_methods(),
+        calls.list_metrics(),
         calls.list_models(),
         calls.model_metadata("m", ""),
         calls.load_model("m", ""),
@@ -86,3 +90,27 @@ def test_every_call_names_a_stub_method():
         calls.reload_model("m", ""),
     ]
     assert {call.rpc for call in made} == {name for name in vars(ExplainServiceServicer) if not name.startswith("_")}
+
+
+def test_evaluate_request_carries_explainers_regions_and_metric_parameters():
+    maps = np.ones((2, 3), dtype=np.float32)
+    occlusion = MethodSpec("occlusion", {"window": 4}, name="occ")
+    explainers = ["rise", occlusion, MethodSpec(name="mine", attributions=maps)]
+    regions = [Region.from_box(1, 2, 3, 4), Region.from_mask(np.eye(2, dtype=bool))]
+    request = calls.evaluate(
+        calls.EvaluateArgs("m", [b"x", b"y"], explainers, ["deletion"], 3, "2", "probability", regions, {"step": 8})
+    ).request
+    assert [e.method for e in request.explainers] == ["rise", "occlusion", ""]
+    assert request.explainers[1].name == "occ" and request.explainers[1].parameters["window"].integer == 4
+    assert request.explainers[2].attributions[0].shape == [2, 3]
+    assert request.regions[0].box.height == 3 and list(request.regions[1].mask.shape) == [2, 2]
+    assert request.parameters["step"].integer == 8 and request.metrics == ["deletion"]
+    assert request.score_space == pb.SCORE_SPACE_PROBABILITY and request.targets[0].class_index == 3
+    assert calls.evaluate(calls.EvaluateArgs("m", b"x", "rise", (), None, "", None, None, {})).request.score_space == 0
+
+
+def test_evaluate_needs_an_explainer():
+    with pytest.raises(ValueError, match="no explainers"):
+        calls.evaluate(calls.EvaluateArgs("m", b"x", [], (), None, "", None, None, {}))
+    with pytest.raises(ValueError, match="method or attributions"):
+        calls.evaluate(calls.EvaluateArgs("m", b"x", [MethodSpec()], (), None, "", None, None, {}))

@@ -15,6 +15,7 @@ from onnxplain.client.catalog import (
     MethodFamily,
     MethodInfo,
     MethodSupport,
+    MetricInfo,
     ModelMetadata,
     ModelState,
     ModelStatus,
@@ -24,10 +25,23 @@ from onnxplain.client.catalog import (
 )
 from onnxplain.client.channel import MAX_MESSAGE_BYTES
 from onnxplain.client.errors import OnnxplainError
+from onnxplain.client.evaluation import ExplainersLike, MethodSpec, Region, RegionsLike
 from onnxplain.client.images import ImageLike, ImagesLike, SegmentsLike
 from onnxplain.client.parameters import ParameterValue
 from onnxplain.client.responses import StreamEvent
-from onnxplain.client.results import ClassScore, Cost, Explanation, Geometry, PartialMap, Prediction, Progress
+from onnxplain.client.results import (
+    ClassScore,
+    Cost,
+    Evaluation,
+    ExplainerScores,
+    Explanation,
+    Geometry,
+    PartialMap,
+    Prediction,
+    Progress,
+    SanityCheck,
+    TargetScores,
+)
 from onnxplain.client.sync import Client
 from onnxplain.client.targets import TargetLike, TargetsLike, TopK
 
@@ -38,6 +52,9 @@ __all__ = [
     "ClassScore",
     "Client",
     "Cost",
+    "Evaluation",
+    "ExplainerScores",
+    "ExplainersLike",
     "Explanation",
     "Geometry",
     "ImageLike",
@@ -45,7 +62,9 @@ __all__ = [
     "Layout",
     "MethodFamily",
     "MethodInfo",
+    "MethodSpec",
     "MethodSupport",
+    "MetricInfo",
     "ModelMetadata",
     "ModelState",
     "ModelStatus",
@@ -57,10 +76,14 @@ __all__ = [
     "PolarityName",
     "Prediction",
     "Progress",
+    "Region",
+    "RegionsLike",
+    "SanityCheck",
     "ScoreSpaceName",
     "SegmentsLike",
     "StreamEvent",
     "TargetLike",
+    "TargetScores",
     "TargetsLike",
     "TensorInfo",
     "TopK",

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import grpc
 
 from onnxplain.client import calls
-from onnxplain.client.calls import AttributionShapeName, Call, ExplainArgs, PolarityName, ScoreSpaceName
-from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
+from onnxplain.client.calls import (
+    AttributionShapeName,
+    Call,
+    EvaluateArgs,
+    ExplainArgs,
+    PolarityName,
+    ScoreSpaceName,
+)
+from onnxplain.client.catalog import MethodInfo, MetricInfo, ModelMetadata, ModelStatus
 from onnxplain.client.channel import DEFAULT_TARGET, ChannelOptions, channel_credentials, channel_options
 from onnxplain.client.errors import translating_rpc_errors
+from onnxplain.client.evaluation import ExplainersLike, RegionsLike
 from onnxplain.client.images import ImageLike, ImagesLike, SegmentMap, SegmentMaps, SegmentsLike
 from onnxplain.client.parameters import ParameterValue
 from onnxplain.client.responses import StreamEvent
-from onnxplain.client.results import Explanation, Prediction
+from onnxplain.client.results import Evaluation, Explanation, Prediction
 from onnxplain.client.targets import TargetsLike
 from onnxplain.v1.explain_service_pb2_grpc import ExplainServiceStub
 
@@ -95,6 +103,7 @@ class AsyncClient:
         colormap: str | None = ...,
         polarity: PolarityName | None = ...,
         segments: SegmentMap | None = ...,
+        original_maps: bool = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> Explanation: ...
@@ -113,6 +122,7 @@ class AsyncClient:
         colormap: str | None = ...,
         polarity: PolarityName | None = ...,
         segments: SegmentMaps | None = ...,
+        original_maps: bool = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> list[Explanation]: ...
@@ -130,6 +140,7 @@ class AsyncClient:
         colormap: str | None = None,
         polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
+        original_maps: bool = False,
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> Explanation | list[Explanation]:
@@ -137,6 +148,7 @@ class AsyncClient:
 
         `segments`: an (H, W) integer array of segment ids at model-input resolution (a list, one per image, for
         several images) that lime, kernel_shap and feature_ablation use instead of their own superpixels.
+        `original_maps`: also return the maps over the whole original image (`Explanation.original_attribution`).
         """
         args = ExplainArgs(
             model=model,
@@ -151,6 +163,7 @@ class AsyncClient:
             polarity=polarity,
             params=params,
             segments=segments,
+            original_maps=original_maps,
         )
         return await self._call(calls.explain(args), timeout)
 
@@ -168,6 +181,7 @@ class AsyncClient:
         colormap: str | None = None,
         polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
+        original_maps: bool = False,
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> AsyncIterator[StreamEvent]:
@@ -188,8 +202,35 @@ class AsyncClient:
             polarity=polarity,
             params=params,
             segments=segments,
+            original_maps=original_maps,
         )
         return self._stream(calls.explain_stream(args), timeout)
+
+    async def evaluate(
+        self,
+        model: str,
+        images: ImagesLike,
+        *,
+        methods: ExplainersLike = ("rise",),
+        metrics: Sequence[str] = (),
+        target: TargetsLike = None,
+        version: str = "",
+        score_space: ScoreSpaceName | None = None,
+        regions: RegionsLike = None,
+        timeout: float | None = None,
+        **params: ParameterValue,
+    ) -> Evaluation:
+        """Score explainers on the same images: `methods` are method names or MethodSpec (a method with its
+        parameters, or maps you already have); `metrics` are names from `metrics()` (empty: deletion, insertion,
+        faithfulness_correlation, infidelity, and the localisation metrics when `regions` are given); `**params`
+        are metric parameters, e.g. step=224. `regions` is a Region (one image) or a list with one per image.
+        score_space None keeps each metric's published convention."""
+        args = EvaluateArgs(model, images, methods, metrics, target, version, score_space, regions, params)
+        return await self._call(calls.evaluate(args), timeout)
+
+    async def metrics(self, *, timeout: float | None = None) -> list[MetricInfo]:
+        """The metrics evaluate() computes, with their parameters."""
+        return await self._call(calls.list_metrics(), timeout)
 
     async def methods(self, *, timeout: float | None = None) -> list[MethodInfo]:
         return await self._call(calls.list_methods(), timeout)

@@ -6,26 +6,29 @@ only in how they invoke the stub (blocking or awaited).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
-from onnxplain.client.catalog import MethodInfo, ModelMetadata, ModelStatus
+from onnxplain.client.catalog import MethodInfo, MetricInfo, ModelMetadata, ModelStatus
+from onnxplain.client.evaluation import ExplainersLike, RegionsLike, to_explainers, to_regions
 from onnxplain.client.images import ImagesLike, SegmentsLike, to_images, with_segments
 from onnxplain.client.parameters import to_parameters
 from onnxplain.client.responses import (
     StreamEvent,
+    parse_evaluation,
     parse_explain_response,
     parse_metadata,
     parse_method_info,
+    parse_metric_info,
     parse_model_status,
     parse_predict_response,
     parse_stream_event,
 )
-from onnxplain.client.results import Explanation, Prediction
+from onnxplain.client.results import Evaluation, Explanation, Prediction
 from onnxplain.client.targets import TargetsLike, keeps_target_axis, to_targets
 from onnxplain.v1 import explain_service_pb2 as pb
 
@@ -76,6 +79,7 @@ class ExplainArgs:
     params: Mapping[str, object]
     segments: SegmentsLike = None
     polarity: PolarityName | None = None
+    original_maps: bool = False
 
 
 def explain(args: ExplainArgs) -> Call[Explanation | list[Explanation]]:
@@ -103,12 +107,48 @@ def build_explain_request(args: ExplainArgs) -> tuple[pb.ExplainRequest, bool]:
         targets=to_targets(args.target),
         attribution_shape=_choose(_ATTRIBUTION_SHAPES, args.attribution_shape, "attribution_shape"),
         score_space=_choose(_SCORE_SPACES, args.score_space, "score_space"),
+        original_maps=args.original_maps,
     )
     # Naming a colormap or a polarity only makes sense for an overlay, so it asks for one.
     if args.overlay or args.colormap or args.polarity:
         polarity = _choose(_POLARITIES, args.polarity, "polarity") if args.polarity else pb.POLARITY_UNSPECIFIED
         request.render.CopyFrom(pb.RenderOptions(overlay_png=True, colormap=args.colormap or "", polarity=polarity))
     return request, single
+
+
+@dataclass(frozen=True)
+class EvaluateArgs:
+    model: str
+    images: ImagesLike
+    explainers: ExplainersLike
+    metrics: Sequence[str]
+    target: TargetsLike
+    version: str
+    score_space: ScoreSpaceName | None
+    regions: RegionsLike
+    params: Mapping[str, object]
+
+
+def evaluate(args: EvaluateArgs) -> Call[Evaluation]:
+    messages, _ = to_images(args.images)
+    request = pb.EvaluateRequest(
+        model_name=args.model,
+        model_version=args.version,
+        images=messages,
+        targets=to_targets(args.target),
+        explainers=to_explainers(args.explainers),
+        metrics=list(args.metrics),
+        parameters=to_parameters(args.params),
+        regions=to_regions(args.regions),
+        score_space=_choose(_SCORE_SPACES, args.score_space, "score_space") if args.score_space else 0,
+    )
+    return Call("Evaluate", request, parse_evaluation)
+
+
+def list_metrics() -> Call[list[MetricInfo]]:
+    return Call(
+        "ListMetrics", pb.ListMetricsRequest(), lambda response: [parse_metric_info(m) for m in response.metrics]
+    )
 
 
 def list_methods() -> Call[list[MethodInfo]]:
@@ -138,6 +178,10 @@ def reload_model(model: str, version: str) -> Call[ModelStatus]:
 
 def _parse_methods(response: pb.ListMethodsResponse) -> list[MethodInfo]:
     return [parse_method_info(method) for method in response.methods]
+
+
+def _parse_metrics(response: pb.ListMetricsResponse) -> list[MetricInfo]:
+    return [parse_metric_info(metric) for metric in response.metrics]
 
 
 def _parse_models(response: pb.ListModelsResponse) -> list[ModelStatus]:

@@ -82,3 +82,13 @@ class MethodInfo:
     family: MethodFamily
     description: str
     parameters: list[ParameterSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    description: str
+    parameters: list[ParameterSpec] = field(default_factory=list)
+    higher_is_better: bool = True
+    requires: list[str] = field(default_factory=list)
+    """"region": needs regions; "method": re-runs the explainer's method."""

@@ -13,6 +13,7 @@ from onnxplain.client.catalog import (
     MethodFamily,
     MethodInfo,
     MethodSupport,
+    MetricInfo,
     ModelMetadata,
     ModelState,
     ModelStatus,
@@ -21,7 +22,19 @@ from onnxplain.client.catalog import (
     TensorInfo,
 )
 from onnxplain.client.parameters import from_parameters
-from onnxplain.client.results import ClassScore, Cost, Explanation, Geometry, PartialMap, Prediction, Progress
+from onnxplain.client.results import (
+    ClassScore,
+    Cost,
+    Evaluation,
+    ExplainerScores,
+    Explanation,
+    Geometry,
+    PartialMap,
+    Prediction,
+    Progress,
+    SanityCheck,
+    TargetScores,
+)
 from onnxplain.client.tensors import decode_tensor
 from onnxplain.v1 import explain_service_pb2 as pb
 from onnxplain.v1 import model_pb2
@@ -74,7 +87,13 @@ def parse_explanation(
         segments=decode_tensor(explanation.segments) if explanation.HasField("segments") else None,
         extras={name: decode_tensor(tensor) for name, tensor in explanation.extras.items()},
         renderings=dict(explanation.renderings),
+        original_attribution=_original_maps(attributions, keep_target_axis),
     )
+
+
+def _original_maps(attributions: Sequence[pb.TargetAttribution], keep_target_axis: bool) -> np.ndarray | None:
+    maps = [decode_tensor(item.original_attribution) for item in attributions if item.HasField("original_attribution")]
+    return stack_maps(maps, keep_target_axis) if maps and len(maps) == len(attributions) else None
 
 
 def stack_maps(maps: Sequence[np.ndarray], keep_target_axis: bool) -> np.ndarray:
@@ -84,6 +103,47 @@ def stack_maps(maps: Sequence[np.ndarray], keep_target_axis: bool) -> np.ndarray
     if not maps:
         return np.empty((0,), dtype=np.float32)
     return np.stack(maps)
+
+
+def parse_evaluation(response: pb.EvaluateResponse) -> Evaluation:
+    return Evaluation(
+        model=response.model_name,
+        version=response.model_version,
+        metrics=list(response.metrics),
+        explainers=[_explainer_scores(explainer) for explainer in response.explainers],
+        parameters=from_parameters(response.parameters),
+        cost=parse_cost(response.cost),
+    )
+
+
+def _explainer_scores(explainer: pb.ExplainerEvaluation) -> ExplainerScores:
+    sanity = explainer.sanity
+    return ExplainerScores(
+        name=explainer.name,
+        method=explainer.method,
+        parameters=from_parameters(explainer.parameters),
+        images=[[_target_scores(target) for target in image.targets] for image in explainer.images],
+        means=dict(explainer.means),
+        sanity=SanityCheck(list(sanity.layers), list(sanity.rank_correlations), sanity.flagged, sanity.threshold)
+        if explainer.HasField("sanity")
+        else None,
+        cost=parse_cost(explainer.cost),
+    )
+
+
+def _target_scores(target: pb.TargetScores) -> TargetScores:
+    curves = {name: decode_tensor(curve) for name, curve in target.curves.items()}
+    return TargetScores(target.class_index, target.label, dict(target.values), curves)
+
+
+def parse_metric_info(metric: model_pb2.MetricInfo) -> MetricInfo:
+    return MetricInfo(
+        metric.name,
+        metric.description,
+        _parameter_specs(metric.parameters),
+        metric.higher_is_better,
+        list(metric.requires),
+    )
 
 
 def parse_cost(cost: pb.Cost) -> Cost:
@@ -181,10 +241,11 @@ def parse_preprocessing(preprocessing: model_pb2.Preprocessing) -> dict[str, Any
 
 
 def parse_method_info(method: model_pb2.MethodInfo) -> MethodInfo:
-    parameters = [
-        ParameterSpec(spec.name, spec.type, spec.default_value, spec.description) for spec in method.parameters
-    ]
-    return MethodInfo(method.name, _family(method.family), method.description, parameters)
+    return MethodInfo(method.name, _family(method.family), method.description, _parameter_specs(method.parameters))
+
+
+def _parameter_specs(specs: Sequence[model_pb2.ParameterSpec]) -> list[ParameterSpec]:
+    return [ParameterSpec(spec.name, spec.type, spec.default_value, spec.description) for spec in specs]
 
 
 def enum_name(enum_type: EnumTypeWrapper, value: int, prefix: str) -> str:

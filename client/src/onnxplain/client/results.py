@@ -110,6 +110,9 @@ class Explanation:
     "dominant_response" (H, W)."""
     renderings: dict[str, bytes] = field(default_factory=dict)
     """PNG pictures of image-level results when overlays were asked for: clear's "clear" class map with a legend."""
+    original_attribution: np.ndarray | None = None
+    """With original_maps=True and an encoded image: the maps over the whole original image, (H0, W0) or
+    (T, H0, W0) like `attribution`, the crop and resize undone (zero where the crop cut the image away)."""
 
     def __repr__(self) -> str:
         return (
@@ -152,3 +155,65 @@ class PartialMap:
 
 def _describe(array: np.ndarray) -> str:
     return f"{array.dtype}{tuple(array.shape)}"
+
+
+@dataclass(frozen=True)
+class TargetScores:
+    """One image's metric values for one target."""
+
+    class_index: int
+    label: str
+    values: dict[str, float]
+    """Metric values by name; NaN where undefined (pointing_game against an empty region)."""
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    """"deletion"/"insertion": the score after each step; "parameter_randomization": the rank correlation after
+    each cascade step."""
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """Model-parameter randomisation: the layers randomised, top-down, and the mean rank correlation of the maps to
+    the original ones after each step; flagged when the fully randomised model's maps still correlate above the
+    threshold (the maps do not show what the model learned)."""
+
+    layers: list[str]
+    rank_correlations: list[float]
+    flagged: bool
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ExplainerScores:
+    name: str
+    method: str
+    """Empty for maps the client sent."""
+    parameters: dict[str, ParameterValue | None]
+    images: list[list[TargetScores]]
+    """Per image, per target."""
+    means: dict[str, float]
+    """Mean over images and targets per metric, NaN values left out."""
+    sanity: SanityCheck | None
+    cost: Cost
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metric values of several explainers on the same images: `table[explainer][metric]` is the mean."""
+
+    model: str
+    version: str
+    metrics: list[str]
+    explainers: list[ExplainerScores]
+    parameters: dict[str, ParameterValue | None]
+    """Every metric parameter used, defaults filled in."""
+    cost: Cost
+
+    @property
+    def table(self) -> dict[str, dict[str, float]]:
+        return {explainer.name: {m: explainer.means[m] for m in self.metrics} for explainer in self.explainers}
+
+    def __getitem__(self, name: str) -> ExplainerScores:
+        for explainer in self.explainers:
+            if explainer.name == name:
+                return explainer
+        raise KeyError(f"no explainer named {name!r}; have {', '.join(e.name for e in self.explainers)}")

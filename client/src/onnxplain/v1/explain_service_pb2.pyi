@@ -137,7 +137,7 @@ class PredictResponse(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "images", "method", "parameters", "targets", "attribution_shape", "score_space", "render")
+    __slots__ = ("model_name", "model_version", "images", "method", "parameters", "targets", "attribution_shape", "score_space", "render", "original_maps")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class ExplainRequest(_message.Message):
     ATTRIBUTION_SHAPE_FIELD_NUMBER: _ClassVar[int]
     SCORE_SPACE_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_MAPS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
@@ -163,7 +164,8 @@ class ExplainRequest(_message.Message):
     attribution_shape: AttributionShape
     score_space: ScoreSpace
     render: RenderOptions
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., attribution_shape: _Optional[_Union[AttributionShape, str]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ...) -> None: ...
+    original_maps: bool
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., attribution_shape: _Optional[_Union[AttributionShape, str]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ..., original_maps: _Optional[bool] = ...) -> None: ...
 
 class Geometry(_message.Message):
     __slots__ = ("original_height", "original_width", "resized_height", "resized_width", "crop_top", "crop_left", "crop_height", "crop_width")
@@ -186,18 +188,20 @@ class Geometry(_message.Message):
     def __init__(self, original_height: _Optional[int] = ..., original_width: _Optional[int] = ..., resized_height: _Optional[int] = ..., resized_width: _Optional[int] = ..., crop_top: _Optional[int] = ..., crop_left: _Optional[int] = ..., crop_height: _Optional[int] = ..., crop_width: _Optional[int] = ...) -> None: ...
 
 class TargetAttribution(_message.Message):
-    __slots__ = ("class_index", "label", "score", "attribution", "overlay_png")
+    __slots__ = ("class_index", "label", "score", "attribution", "overlay_png", "original_attribution")
     CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     class_index: int
     label: str
     score: float
     attribution: _tensor_pb2.Tensor
     overlay_png: bytes
-    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+    original_attribution: _tensor_pb2.Tensor
+    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., original_attribution: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class ImageExplanation(_message.Message):
     __slots__ = ("attributions", "scores", "geometry", "segments", "extras", "renderings")
@@ -304,6 +308,173 @@ class ExplainStreamResponse(_message.Message):
     result: ExplainResponse
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., partial: _Optional[_Union[PartialAttribution, _Mapping]] = ..., result: _Optional[_Union[ExplainResponse, _Mapping]] = ...) -> None: ...
 
+class Box(_message.Message):
+    __slots__ = ("top", "left", "height", "width")
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    top: int
+    left: int
+    height: int
+    width: int
+    def __init__(self, top: _Optional[int] = ..., left: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("box", "mask")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    box: Box
+    mask: _tensor_pb2.Tensor
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., mask: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class Explainer(_message.Message):
+    __slots__ = ("name", "method", "parameters", "attributions")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    method: str
+    parameters: _containers.MessageMap[str, Parameter]
+    attributions: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., attributions: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ...) -> None: ...
+
+class EvaluateRequest(_message.Message):
+    __slots__ = ("model_name", "model_version", "images", "targets", "explainers", "metrics", "parameters", "regions", "score_space")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINERS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SPACE_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    images: _containers.RepeatedCompositeFieldContainer[Image]
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    explainers: _containers.RepeatedCompositeFieldContainer[Explainer]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    parameters: _containers.MessageMap[str, Parameter]
+    regions: _containers.RepeatedCompositeFieldContainer[Region]
+    score_space: ScoreSpace
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., explainers: _Optional[_Iterable[_Union[Explainer, _Mapping]]] = ..., metrics: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ...) -> None: ...
+
+class TargetScores(_message.Message):
+    __slots__ = ("class_index", "label", "values", "curves")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class CurvesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _tensor_pb2.Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    CURVES_FIELD_NUMBER: _ClassVar[int]
+    class_index: int
+    label: str
+    values: _containers.ScalarMap[str, float]
+    curves: _containers.MessageMap[str, _tensor_pb2.Tensor]
+    def __init__(self, class_index: _Optional[int] = ..., label: _Optional[str] = ..., values: _Optional[_Mapping[str, float]] = ..., curves: _Optional[_Mapping[str, _tensor_pb2.Tensor]] = ...) -> None: ...
+
+class ImageScores(_message.Message):
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[TargetScores]
+    def __init__(self, targets: _Optional[_Iterable[_Union[TargetScores, _Mapping]]] = ...) -> None: ...
+
+class SanityCheck(_message.Message):
+    __slots__ = ("layers", "rank_correlations", "flagged", "threshold")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    RANK_CORRELATIONS_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    rank_correlations: _containers.RepeatedScalarFieldContainer[float]
+    flagged: bool
+    threshold: float
+    def __init__(self, layers: _Optional[_Iterable[str]] = ..., rank_correlations: _Optional[_Iterable[float]] = ..., flagged: _Optional[bool] = ..., threshold: _Optional[float] = ...) -> None: ...
+
+class ExplainerEvaluation(_message.Message):
+    __slots__ = ("name", "method", "parameters", "images", "means", "sanity", "cost")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    class MeansEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MEANS_FIELD_NUMBER: _ClassVar[int]
+    SANITY_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    method: str
+    parameters: _containers.MessageMap[str, Parameter]
+    images: _containers.RepeatedCompositeFieldContainer[ImageScores]
+    means: _containers.ScalarMap[str, float]
+    sanity: SanityCheck
+    cost: Cost
+    def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., images: _Optional[_Iterable[_Union[ImageScores, _Mapping]]] = ..., means: _Optional[_Mapping[str, float]] = ..., sanity: _Optional[_Union[SanityCheck, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+
+class EvaluateResponse(_message.Message):
+    __slots__ = ("model_name", "model_version", "metrics", "explainers", "parameters", "cost")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Parameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Parameter, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    explainers: _containers.RepeatedCompositeFieldContainer[ExplainerEvaluation]
+    parameters: _containers.MessageMap[str, Parameter]
+    cost: Cost
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., explainers: _Optional[_Iterable[_Union[ExplainerEvaluation, _Mapping]]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+
 class ListMethodsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -313,6 +484,16 @@ class ListMethodsResponse(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     methods: _containers.RepeatedCompositeFieldContainer[_model_pb2.MethodInfo]
     def __init__(self, methods: _Optional[_Iterable[_Union[_model_pb2.MethodInfo, _Mapping]]] = ...) -> None: ...
+
+class ListMetricsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMetricsResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[_model_pb2.MetricInfo]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[_model_pb2.MetricInfo, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -54,10 +54,20 @@ class ExplainServiceStub:
                 request_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ExplainStreamRequest.SerializeToString,
                 response_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ExplainStreamResponse.FromString,
                 _registered_method=True)
+        self.Evaluate = channel.unary_unary(
+                '/onnxplain.v1.ExplainService/Evaluate',
+                request_serializer=onnxplain_dot_v1_dot_explain__service__pb2.EvaluateRequest.SerializeToString,
+                response_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.EvaluateResponse.FromString,
+                _registered_method=True)
         self.ListMethods = channel.unary_unary(
                 '/onnxplain.v1.ExplainService/ListMethods',
                 request_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsRequest.SerializeToString,
                 response_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsResponse.FromString,
+                _registered_method=True)
+        self.ListMetrics = channel.unary_unary(
+                '/onnxplain.v1.ExplainService/ListMetrics',
+                request_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsRequest.SerializeToString,
+                response_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/onnxplain.v1.ExplainService/ListModels',
@@ -115,8 +125,24 @@ class ExplainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evaluate(self, request, context):
+        """Scores attribution maps: faithfulness (deletion, insertion, faithfulness correlation, infidelity), robustness
+        (max-sensitivity), localisation (pointing game, mass in a region) and the parameter-randomisation sanity check.
+        Several explainers in one call give a comparison table on the same images.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListMethods(self, request, context):
         """The attribution methods this server knows, with their parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMetrics(self, request, context):
+        """The metrics Evaluate computes, with their parameters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,10 +198,20 @@ def add_ExplainServiceServicer_to_server(servicer, server):
                     request_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ExplainStreamRequest.FromString,
                     response_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ExplainStreamResponse.SerializeToString,
             ),
+            'Evaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evaluate,
+                    request_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.EvaluateRequest.FromString,
+                    response_serializer=onnxplain_dot_v1_dot_explain__service__pb2.EvaluateResponse.SerializeToString,
+            ),
             'ListMethods': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMethods,
                     request_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsRequest.FromString,
                     response_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsResponse.SerializeToString,
+            ),
+            'ListMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMetrics,
+                    request_deserializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsRequest.FromString,
+                    response_serializer=onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -300,6 +336,33 @@ class ExplainService:
             _registered_method=True)
 
     @staticmethod
+    def Evaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onnxplain.v1.ExplainService/Evaluate',
+            onnxplain_dot_v1_dot_explain__service__pb2.EvaluateRequest.SerializeToString,
+            onnxplain_dot_v1_dot_explain__service__pb2.EvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListMethods(request,
             target,
             options=(),
@@ -316,6 +379,33 @@ class ExplainService:
             '/onnxplain.v1.ExplainService/ListMethods',
             onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsRequest.SerializeToString,
             onnxplain_dot_v1_dot_explain__service__pb2.ListMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onnxplain.v1.ExplainService/ListMetrics',
+            onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsRequest.SerializeToString,
+            onnxplain_dot_v1_dot_explain__service__pb2.ListMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -177,3 +177,17 @@ class MethodInfo(_message.Message):
     description: str
     parameters: _containers.RepeatedCompositeFieldContainer[ParameterSpec]
     def __init__(self, name: _Optional[str] = ..., family: _Optional[_Union[MethodFamily, str]] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ...) -> None: ...
+
+class MetricInfo(_message.Message):
+    __slots__ = ("name", "description", "parameters", "higher_is_better", "requires")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    HIGHER_IS_BETTER_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters: _containers.RepeatedCompositeFieldContainer[ParameterSpec]
+    higher_is_better: bool
+    requires: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[ParameterSpec, _Mapping]]] = ..., higher_is_better: _Optional[bool] = ..., requires: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
+from onnxplain.server.evaluation.metrics import Metric
 from onnxplain.server.handlers import schema
 from onnxplain.server.handlers.models import ModelDescription
 from onnxplain.server.imaging.geometry import Geometry
 from onnxplain.server.methods.base import AttributionMethod
+from onnxplain.server.methods.parameters import Param
 from onnxplain.server.repository.registry import VersionStatus
 from onnxplain.v1 import explain_service_pb2 as pb
 from onnxplain.v1 import model_pb2 as model_pb
@@ -100,7 +102,42 @@ def explain_query(request: pb.ExplainRequest) -> schema.ExplainQuery:
         attribution_shape="input" if request.attribution_shape == pb.ATTRIBUTION_SHAPE_INPUT else "spatial",
         score_space="probability" if request.score_space == pb.SCORE_SPACE_PROBABILITY else "raw",
         render=render_query(request.render) if request.render.overlay_png else None,
+        original_maps=request.original_maps,
     )
+
+
+def evaluate_query(request: pb.EvaluateRequest) -> schema.EvaluateQuery:
+    spaces = {pb.SCORE_SPACE_RAW: "raw", pb.SCORE_SPACE_PROBABILITY: "probability"}
+    return schema.EvaluateQuery(
+        model=request.model_name,
+        version=request.model_version,
+        images=[image_input(image) for image in request.images],
+        explainers=[explainer_query(explainer) for explainer in request.explainers],
+        targets=[target_query(target) for target in request.targets],
+        metrics=list(request.metrics),
+        parameters={name: parameter_value(name, value) for name, value in request.parameters.items()},
+        regions=[region_query(region) for region in request.regions],
+        score_space=spaces.get(request.score_space),
+    )
+
+
+def explainer_query(explainer: pb.Explainer) -> schema.ExplainerQuery:
+    return schema.ExplainerQuery(
+        name=explainer.name,
+        method=explainer.method,
+        parameters={name: parameter_value(name, value) for name, value in explainer.parameters.items()},
+        attributions=[tensor_to_array(tensor) for tensor in explainer.attributions],
+    )
+
+
+def region_query(region: pb.Region) -> schema.RegionQuery:
+    kind = region.WhichOneof("kind")
+    if kind == "box":
+        box = region.box
+        return schema.RegionQuery(box=(box.top, box.left, box.height, box.width))
+    if kind == "mask":
+        return schema.RegionQuery(mask=tensor_to_array(region.mask))
+    return schema.RegionQuery()  # refused with the image's index once the images are known
 
 
 def parameter_value(name: str, parameter: pb.Parameter) -> Any:
@@ -175,6 +212,11 @@ def parameter_message(value: Any) -> pb.Parameter:
     return pb.Parameter(numbers=pb.NumberList(values=[float(v) for v in value]))
 
 
+def _parameters(values: dict[str, Any]) -> dict[str, pb.Parameter]:
+    """Parameters as sent back: those left to be chosen per image (None) are left out."""
+    return {name: parameter_message(value) for name, value in values.items() if value is not None}
+
+
 def predict_response(result: schema.PredictResult) -> pb.PredictResponse:
     return pb.PredictResponse(
         model_name=result.model,
@@ -193,12 +235,14 @@ def predict_response(result: schema.PredictResult) -> pb.PredictResponse:
 
 
 def target_attribution(target: schema.TargetMap) -> pb.TargetAttribution:
+    original = target.original_attribution
     return pb.TargetAttribution(
         class_index=target.class_index,
         label=target.label,
         score=target.score,
         attribution=array_to_tensor(target.attribution),
         overlay_png=target.overlay_png,
+        original_attribution=None if original is None else array_to_tensor(original),
     )
 
 
@@ -223,7 +267,7 @@ def explain_response(result: schema.ExplainResult) -> pb.ExplainResponse:
             for explanation in result.explanations
         ],
         cost=pb.Cost(**vars(result.cost)),
-        parameters={name: parameter_message(value) for name, value in result.parameters.items() if value is not None},
+        parameters=_parameters(result.parameters),
         providers=result.providers,
     )
 
@@ -242,6 +286,39 @@ def progress_messages(progress: schema.ExplainProgress) -> list[pb.ExplainStream
         for target in progress.partial
     ]
     return [pb.ExplainStreamResponse(progress=counts), *partials]
+
+
+def evaluate_response(result: schema.EvaluateResult) -> pb.EvaluateResponse:
+    return pb.EvaluateResponse(
+        model_name=result.model,
+        model_version=result.version,
+        metrics=result.metrics,
+        explainers=[explainer_evaluation(explainer) for explainer in result.explainers],
+        parameters=_parameters(result.parameters),
+        cost=pb.Cost(**vars(result.cost)),
+    )
+
+
+def explainer_evaluation(evaluation: schema.ExplainerEvaluation) -> pb.ExplainerEvaluation:
+    sanity = evaluation.sanity
+    return pb.ExplainerEvaluation(
+        name=evaluation.name,
+        method=evaluation.method,
+        parameters=_parameters(evaluation.parameters),
+        images=[pb.ImageScores(targets=[target_scores(t) for t in targets]) for targets in evaluation.images],
+        means=evaluation.means,
+        sanity=None if sanity is None else pb.SanityCheck(**vars(sanity)),
+        cost=pb.Cost(**vars(evaluation.cost)),
+    )
+
+
+def target_scores(scores: schema.TargetScores) -> pb.TargetScores:
+    return pb.TargetScores(
+        class_index=scores.class_index,
+        label=scores.label,
+        values=scores.values,
+        curves={name: array_to_tensor(curve) for name, curve in scores.curves.items()},
+    )
 
 
 def model_status(status: VersionStatus) -> model_pb.ModelStatus:
@@ -297,16 +374,30 @@ def method_info(method: AttributionMethod) -> model_pb.MethodInfo:
         name=method.name,
         family=_FAMILIES[method.family],
         description=method.description,
-        parameters=[
-            model_pb.ParameterSpec(
-                name=p.name,
-                type=_PARAM_KINDS[p.kind],
-                description=p.description,
-                default_value="auto" if p.default is None else str(p.default),
-            )
-            for p in method.parameters
-        ],
+        parameters=parameter_specs(method.parameters),
     )
+
+
+def metric_info(metric: Metric) -> model_pb.MetricInfo:
+    return model_pb.MetricInfo(
+        name=metric.name,
+        description=metric.description,
+        parameters=parameter_specs(metric.parameters),
+        higher_is_better=metric.higher_is_better,
+        requires=metric.requires,
+    )
+
+
+def parameter_specs(parameters: tuple[Param, ...]) -> list[model_pb.ParameterSpec]:
+    return [
+        model_pb.ParameterSpec(
+            name=p.name,
+            type=_PARAM_KINDS[p.kind],
+            description=p.description,
+            default_value="auto" if p.default is None else str(p.default),
+        )
+        for p in parameters
+    ]
 
 
 def _tensor_info(spec: Any) -> model_pb.TensorInfo:

@@ -18,6 +18,8 @@ import grpc
 from onnxplain.server.api import convert
 from onnxplain.server.api.status import streaming, unary
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.evaluation.metrics import METRICS
+from onnxplain.server.handlers.evaluate import evaluate
 from onnxplain.server.handlers.explain import explain
 from onnxplain.server.handlers.models import describe_model
 from onnxplain.server.handlers.predict import predict
@@ -83,6 +85,16 @@ class ExplainServicer(pb_grpc.ExplainServiceServicer):
             yield pb.ExplainStreamResponse(result=convert.explain_response(task.result()))
         finally:
             task.cancel()
+
+    @unary
+    async def Evaluate(self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext) -> pb.EvaluateResponse:
+        query = convert.evaluate_query(request)
+        result = await self._in_worker(lambda token: evaluate(self._registry, query, self._settings, token))
+        return convert.evaluate_response(result)
+
+    @unary
+    async def ListMetrics(self, request: pb.ListMetricsRequest, context: Any) -> pb.ListMetricsResponse:
+        return pb.ListMetricsResponse(metrics=[convert.metric_info(metric) for metric in METRICS.values()])
 
     @unary
     async def ListMethods(self, request: pb.ListMethodsRequest, context: Any) -> pb.ListMethodsResponse:

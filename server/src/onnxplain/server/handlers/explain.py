@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onnxplain.server.engine.batching import batch_size_for, default_max_batch
 from onnxplain.server.engine.cancel import CancelToken
-from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.handlers.attribution import resolve_method, run_method, shape_map
 from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.handlers.inputs import PreparedImage, prepare_images
 from onnxplain.server.handlers.schema import (
@@ -25,9 +24,7 @@ from onnxplain.server.handlers.targets import resolve_targets
 from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
 from onnxplain.server.imaging.render import check_render_options, render_overlay, segment_borders
-from onnxplain.server.methods.base import Attribution, ExplainJob, PassCounter, Progress, ProgressCallback, Scorer
-from onnxplain.server.methods.parameters import parse_parameters
-from onnxplain.server.methods.registry import get_method
+from onnxplain.server.methods.base import Attribution, PassCounter, Progress, ProgressCallback, Scorer
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.registry import ModelRegistry
 from onnxplain.server.settings import ServerSettings
@@ -41,12 +38,8 @@ def explain(
     progress: Callable[[ExplainProgress], None] | None = None,
 ) -> ExplainResult:
     started = time.perf_counter()
-    method = get_method(query.method)
     model = registry.get(query.model, query.version)
-    reason = method.unsupported_reason(model)
-    if reason:
-        raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
-    params = parse_parameters(method.parameters, query.parameters, method.name)
+    method, params = resolve_method(query.method, query.parameters, model)
     if query.render is not None:
         render = query.render
         check_render_options(render.colormap, render.clip_percentile, render.alpha, render.polarity)
@@ -63,19 +56,12 @@ def explain(
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token)
         target_scores = scorer.select(scores[None, :])[0]
-        job = ExplainJob(
-            model=model,
-            image=image.tensor,
-            scores=scores,
-            scorer=scorer,
-            batch_size=_batch_size(model, image.tensor, settings),
-            progress=progress and _image_progress(progress, index, model, targets, target_scores, started),
-            max_forward_passes=settings.limits.max_forward_passes,
-            segments=image.segments,
-        )
+        report = progress and _image_progress(progress, index, model, targets, target_scores, started)
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
-        attribution = method.attribute(job, used_params[-1])
+        attribution = run_method(
+            method, used_params[-1], image.tensor, scores, scorer, settings, segments=image.segments, progress=report
+        )
         explanations.append(
             _image_explanation(model, image, scores, targets, target_scores, attribution, query, map_shape)
         )
@@ -108,12 +94,6 @@ def _image_progress(
     return forward
 
 
-def _batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
-    bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
-    max_batch = model.config.max_batch_size or settings.max_batch_size or default_max_batch(model.session.providers)
-    return batch_size_for(bytes_per_image, settings.batch_memory, max_batch, model.signature.fixed_batch)
-
-
 def _image_explanation(
     model: LoadedModel,
     image: PreparedImage,
@@ -127,9 +107,13 @@ def _image_explanation(
     layout = model.signature.layout
     target_maps = []
     for class_index, target_score, spatial in zip(targets, target_scores, attribution.maps, strict=True):
-        shaped = _shaped(spatial, image.tensor, layout, shape)
+        shaped = shape_map(spatial, image.tensor, layout, shape)
         overlay = b"" if query.render is None else _overlay(image, spatial, layout, query.render, attribution.segments)
-        target_maps.append(TargetMap(class_index, model.label_of(class_index), float(target_score), shaped, overlay))
+        original = None
+        if query.original_maps and image.geometry is not None:
+            original = map_to_original(shape_map(spatial, image.tensor, layout, "spatial"), image.geometry)
+        label = model.label_of(class_index)
+        target_maps.append(TargetMap(class_index, label, float(target_score), shaped, overlay, original))
     renderings = {}
     if query.render is not None and "dominant_class" in attribution.extras:
         renderings["clear"] = _class_rendering(model, image, attribution, query.render)
@@ -153,18 +137,6 @@ def _class_rendering(model: LoadedModel, image: PreparedImage, attribution: Attr
         render.clip_percentile,
         render.alpha,
     )
-
-
-def _shaped(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:
-    """Spatial (H, W) maps as they are, broadcast over channels when the input shape is asked for; input-shaped maps
-    (gradients) as they are, or summed over channels when a spatial map is asked for (the sum keeps completeness:
-    an integrated-gradients map still sums to the score change)."""
-    if attribution.shape == tensor.shape:
-        return attribution if shape == "input" else attribution.sum(axis=0 if layout == "NCHW" else 2)
-    if shape == "spatial":
-        return attribution
-    expanded = attribution[None, :, :] if layout == "NCHW" else attribution[:, :, None]
-    return np.ascontiguousarray(np.broadcast_to(expanded, tensor.shape))
 
 
 def _overlay(

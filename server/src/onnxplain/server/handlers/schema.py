@@ -60,6 +60,8 @@ class ExplainQuery:
     attribution_shape: AttributionShape = "spatial"
     score_space: ScoreSpace = "raw"
     render: RenderQuery | None = None
+    # Also give each map over the whole original image (encoded images).
+    original_maps: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class TargetMap:
     score: float
     attribution: np.ndarray
     overlay_png: bytes = b""
+    # (original height, original width), when asked for and the image was encoded.
+    original_attribution: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -131,3 +135,73 @@ class ExplainProgress:
     passes_total: int
     elapsed_seconds: float
     partial: list[TargetMap] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RegionQuery:
+    """Exactly one of: a (top, left, height, width) box, or an (H, W) mask (nonzero inside)."""
+
+    box: tuple[int, int, int, int] | None = None
+    mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ExplainerQuery:
+    """A method to run, or maps the client has (one per image), or both (the method then only re-explains)."""
+
+    name: str
+    method: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    attributions: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvaluateQuery:
+    model: str
+    version: str
+    images: list[ImageInput]
+    explainers: list[ExplainerQuery]
+    targets: list[TargetQuery] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    regions: list[RegionQuery] = field(default_factory=list)
+    # None: each metric's own convention.
+    score_space: ScoreSpace | None = None
+
+
+@dataclass(frozen=True)
+class TargetScores:
+    class_index: int
+    label: str
+    values: dict[str, float]
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    layers: list[str]
+    rank_correlations: list[float]
+    flagged: bool
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ExplainerEvaluation:
+    name: str
+    method: str
+    parameters: dict[str, Any]
+    # Per image, per target.
+    images: list[list[TargetScores]]
+    means: dict[str, float]
+    sanity: SanityCheck | None
+    cost: Cost
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    model: str
+    version: str
+    metrics: list[str]
+    explainers: list[ExplainerEvaluation]
+    parameters: dict[str, Any]
+    cost: Cost

@@ -12,7 +12,7 @@ import numpy as np
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.baselines import BASELINE_CHOICES, baseline_image
 from onnxplain.server.methods.gradient_base import GradientMethod, one_hot, run_rows, session_for
-from onnxplain.server.methods.parameters import Param, one_of, positive
+from onnxplain.server.methods.parameters import Param, choice, one_of, positive
 from onnxplain.server.methods.registry import register
 
 QUADRATURES = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
@@ -31,17 +31,13 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(steps) + offsets[method]) / steps, weights
 
 
-def _known_quadrature(value: str) -> str | None:
-    return None if value in QUADRATURES else f"must be one of {', '.join(QUADRATURES)}, got {value!r}"
-
-
 @register
 class IntegratedGradients(GradientMethod):
     name = "integrated_gradients"
     description = "Integrated gradients (Captum's defaults: 50 Gauss-Legendre steps, zero baseline), input-shaped."
     parameters = (
         Param("steps", "int", 50, "Quadrature steps along the path from baseline to image.", positive),
-        Param("quadrature", "str", "gausslegendre", f"One of {', '.join(QUADRATURES)}.", _known_quadrature),
+        Param("quadrature", "str", "gausslegendre", f"One of {', '.join(QUADRATURES)}.", choice(*QUADRATURES)),
         Param(
             "baseline", "float_or_str", 0.0, "A constant, or 'mean' / 'blur' of the image.", one_of(*BASELINE_CHOICES)
         ),

@@ -19,12 +19,8 @@ from onnxplain.server.engine.gradients import BackwardSpec
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
 from onnxplain.server.methods.gradient_base import GradientMethod, input_bounds, target_gradients
-from onnxplain.server.methods.parameters import Param
+from onnxplain.server.methods.parameters import Param, choice
 from onnxplain.server.methods.registry import register
-
-
-def _known_composite(value: str) -> str | None:
-    return None if value in COMPOSITE_NAMES else f"must be one of {', '.join(COMPOSITE_NAMES)}, got {value!r}"
 
 
 @register
@@ -33,7 +29,7 @@ class Lrp(GradientMethod):
     family: Family = "relevance"
     description = "LRP with a Zennit-style composite; 'deep_taylor' is the z+ preset, 'epsilon' Captum's default."
     parameters = (
-        Param("composite", "str", DEFAULT_COMPOSITE, f"One of {', '.join(COMPOSITE_NAMES)}.", _known_composite),
+        Param("composite", "str", DEFAULT_COMPOSITE, f"One of {', '.join(COMPOSITE_NAMES)}.", choice(*COMPOSITE_NAMES)),
         Param("epsilon", "float", None, "Stabiliser of the epsilon rule (composite default when unset)."),
         Param("gamma", "float", None, "Weight of the positive weights in the gamma rule."),
         Param("alpha", "float", None, "Alpha of the alpha-beta composite (alpha - beta = 1)."),

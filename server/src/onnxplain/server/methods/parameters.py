@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,12 +25,13 @@ class Param:
     check: Check | None = None
 
 
-def parse_parameters(specs: tuple[Param, ...], raw: Mapping[str, Any], method: str) -> dict[str, Any]:
+def parse_parameters(specs: Sequence[Param], raw: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Checked values of `raw` with defaults filled in; `owner` names whose parameters they are in messages."""
     known = {spec.name: spec for spec in specs}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         names = ", ".join(known) or "none"
-        raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)} for method {method!r}; its parameters: {names}")
+        raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)} for {owner}; its parameters: {names}")
     values = {}
     for spec in specs:
         if spec.name not in raw:
@@ -47,6 +48,31 @@ def parse_parameters(specs: tuple[Param, ...], raw: Mapping[str, Any], method: s
 def positive(value: Any) -> str | None:
     values = value if isinstance(value, tuple) else (value,)
     return None if all(v > 0 for v in values) else f"must be positive, got {_show(value)}"
+
+
+def at_least(minimum: float) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value >= minimum else f"must be at least {minimum}, got {_show(value)}"
+
+    return check
+
+
+def at_most(maximum: float) -> Check:
+    """Positive and at most `maximum`: a cap on samples or runs that each cost passes."""
+
+    def check(value: Any) -> str | None:
+        return positive(value) or (None if value <= maximum else f"must be at most {maximum}, got {_show(value)}")
+
+    return check
+
+
+def choice(*options: str) -> Check:
+    """A text parameter that must be one of `options`."""
+
+    def check(value: Any) -> str | None:
+        return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
+
+    return check
 
 
 def one_of(*choices: str) -> Check:

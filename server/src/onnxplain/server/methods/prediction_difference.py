@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from onnxplain.server.methods.base import Attribution, ExplainJob
-from onnxplain.server.methods.parameters import Param, positive
+from onnxplain.server.methods.parameters import Param, at_least, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
 from onnxplain.server.methods.windows import check_windows, window_spans
@@ -31,10 +31,6 @@ from onnxplain.server.repository.model import LoadedModel
 _PAPER_WINDOW_FRACTION = 10 / 224
 # The authors' code hard-codes N = 100000 for the Laplace correction (the paper: "the number of training instances").
 _DEFAULT_LAPLACE_N = 100_000
-
-
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else f"must be 0 or more, got {value!r}"
 
 
 @register
@@ -63,7 +59,7 @@ class PredictionDifference(PerturbationMethod):
             positive,
         ),
         Param("num_samples", "int", 10, "replacement patches drawn per window (forward passes per window)", positive),
-        Param("seed", "int", 0, "seed of the replacement-patch sampler: the same seed, the same map", _non_negative),
+        Param("seed", "int", 0, "seed of the replacement-patch sampler: the same seed, the same map", at_least(0)),
         Param(
             "laplace_n",
             "int",

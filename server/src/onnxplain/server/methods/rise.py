@@ -18,7 +18,7 @@ import numpy as np
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.baselines import BASELINE_CHOICES, baseline_image
-from onnxplain.server.methods.parameters import Check, Param, one_of, positive
+from onnxplain.server.methods.parameters import Param, at_least, choice, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod, check_pass_limit
 from onnxplain.server.methods.registry import register
 from onnxplain.server.methods.rise_graph import Execution, RiseGraph, runs_in_graph
@@ -27,22 +27,8 @@ from onnxplain.server.methods.rise_masks import cell_sizes, draw_grids, rise_mas
 NORMALIZATIONS = ("keep_prob", "mask_sum")
 
 
-def _at_least(minimum: int) -> Check:
-    def check(value: Any) -> str | None:
-        return None if value >= minimum else f"must be at least {minimum}, got {value!r}"
-
-    return check
-
-
 def _open_unit_interval(value: Any) -> str | None:
     return None if 0.0 < value < 1.0 else f"must be strictly between 0 and 1, got {value!r}"
-
-
-def _text_choice(*choices: str) -> Check:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}, got {value!r}"
-
-    return check
 
 
 @register
@@ -51,16 +37,16 @@ class Rise(PerturbationMethod):
     description = "Score the image under random upsampled binary masks; attribution = score-weighted mean of the masks."
     parameters = (
         Param("num_masks", "int", 4000, "number of random masks (one forward pass each)", positive),
-        Param("grid_size", "int", 7, "cells per side of the binary grid a mask is upsampled from", _at_least(2)),
+        Param("grid_size", "int", 7, "cells per side of the binary grid a mask is upsampled from", at_least(2)),
         Param("keep_prob", "float", 0.5, "probability that a grid cell keeps the image", _open_unit_interval),
-        Param("seed", "int", 0, "seed of the masks: the same seed gives the same masks and map", _at_least(0)),
+        Param("seed", "int", 0, "seed of the masks: the same seed gives the same masks and map", at_least(0)),
         Param(
             "normalization",
             "str",
             "keep_prob",
             "'keep_prob': divide by num_masks * keep_prob (the paper); 'mask_sum': divide each pixel by the sum of "
             "its mask values (Xplique)",
-            _text_choice(*NORMALIZATIONS),
+            choice(*NORMALIZATIONS),
         ),
         Param(
             "fill",

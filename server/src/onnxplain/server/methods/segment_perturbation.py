@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.baselines import BASELINE_CHOICES, blurred
-from onnxplain.server.methods.parameters import Param, one_of
+from onnxplain.server.methods.parameters import Param, at_least, one_of
 
 # Scores (n, T) of perturbed inputs [0, n) -> (T, M) segment coefficients.
 Solver = Callable[[np.ndarray], np.ndarray]
@@ -121,8 +120,4 @@ def check_fitted_segments(count: int, method: str, from_client: bool) -> None:
         )
 
 
-def _non_negative(value: Any) -> str | None:
-    return None if value >= 0 else f"must be at least 0, got {value!r}"
-
-
-SEED_PARAM = Param("seed", "int", 0, "seed of the samples: the same seed gives the same samples and map", _non_negative)
+SEED_PARAM = Param("seed", "int", 0, "seed of the samples: the same seed gives the same samples and map", at_least(0))

@@ -11,19 +11,15 @@ import numpy as np
 
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.gradient_base import GradientMethod, one_hot, run_rows, session_for
-from onnxplain.server.methods.parameters import Param, positive
+from onnxplain.server.methods.parameters import Param, at_least, positive
 from onnxplain.server.methods.registry import register
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be 0 or more, got {value}"
 
 
 class NoiseTunnel(GradientMethod):
     statistic: ClassVar[str]
     parameters = (
         Param("samples", "int", 25, "Noisy copies of the image per target.", positive),
-        Param("noise", "float", 0.15, "Noise sigma as a fraction of the image's value range.", _non_negative),
+        Param("noise", "float", 0.15, "Noise sigma as a fraction of the image's value range.", at_least(0)),
         Param("seed", "int", 0, "Seed of the noise, for reproducible maps."),
     )
 

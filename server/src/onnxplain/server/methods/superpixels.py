@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from onnxplain.server.methods.base import ExplainJob
-from onnxplain.server.methods.parameters import Param
+from onnxplain.server.methods.parameters import Param, at_least, choice
 
 SEGMENTATIONS = ("slic", "grid")
 # Reported as the segmentation used when the request carried its own segments.
@@ -24,14 +24,6 @@ _SLIC_ITERATIONS = 10
 _SLIC_MIN_SEGMENT_PERCENT = 25
 
 
-def _segmentation_choice(value: Any) -> str | None:
-    return None if value in SEGMENTATIONS else f"must be one of {', '.join(SEGMENTATIONS)}, got {value!r}"
-
-
-def _at_least_two(value: Any) -> str | None:
-    return None if value >= 2 else f"must be at least 2, got {value!r}"
-
-
 SEGMENTATION_PARAMS = (
     Param(
         "segmentation",
@@ -39,9 +31,9 @@ SEGMENTATION_PARAMS = (
         "slic",
         "how the image is cut into segments when the request carries none: 'slic' superpixels or a regular 'grid'; "
         "segments sent with the image are used instead",
-        _segmentation_choice,
+        choice(*SEGMENTATIONS),
     ),
-    Param("n_segments", "int", 50, "about how many segments SLIC or the grid makes", _at_least_two),
+    Param("n_segments", "int", 50, "about how many segments SLIC or the grid makes", at_least(2)),
 )
 
 

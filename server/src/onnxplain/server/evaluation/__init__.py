@@ -1,0 +1,1 @@
+"""Metrics that score attribution maps: how faithful, how stable, where they point."""

@@ -1,0 +1,72 @@
+"""One method on one image: the step Explain and Evaluate share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onnxplain.server.engine.batching import batch_size_for, default_max_batch
+from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, ProgressCallback, Scorer
+from onnxplain.server.methods.parameters import parse_parameters
+from onnxplain.server.methods.registry import get_method
+from onnxplain.server.repository.model import LoadedModel
+from onnxplain.server.settings import ServerSettings
+
+
+def resolve_method(
+    name: str, parameters: dict[str, Any], model: LoadedModel
+) -> tuple[AttributionMethod, dict[str, Any]]:
+    """The method and its checked parameters, or a clear error when it is unknown or cannot run on the model."""
+    method = get_method(name)
+    reason = method.unsupported_reason(model)
+    if reason:
+        raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
+    return method, parse_parameters(method.parameters, parameters, f"method {method.name!r}")
+
+
+def run_method(
+    method: AttributionMethod,
+    params: dict[str, Any],
+    tensor: np.ndarray,
+    scores: np.ndarray,
+    scorer: Scorer,
+    settings: ServerSettings,
+    *,
+    segments: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> Attribution:
+    """The method's maps of `tensor` (raw scores `scores`) for the scorer's targets; the passes land in the scorer.
+    `params` are the checked parameters; the method fills in defaults it derives from the image, so give each
+    image its own copy."""
+    job = ExplainJob(
+        model=scorer.model,
+        image=tensor,
+        scores=scores,
+        scorer=scorer,
+        batch_size=batch_size(scorer.model, tensor, settings),
+        progress=progress,
+        max_forward_passes=settings.limits.max_forward_passes,
+        segments=segments,
+    )
+    return method.attribute(job, params)
+
+
+def batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
+    """Images per run for perturbed copies of `tensor`, within the batch memory budget and the model's caps."""
+    bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
+    max_batch = model.config.max_batch_size or settings.max_batch_size or default_max_batch(model.session.providers)
+    return batch_size_for(bytes_per_image, settings.batch_memory, max_batch, model.signature.fixed_batch)
+
+
+def shape_map(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: str) -> np.ndarray:
+    """Spatial (H, W) maps as they are, broadcast over channels when the input shape is asked for; input-shaped maps
+    (gradients) as they are, or summed over channels when a spatial map is asked for (the sum keeps completeness:
+    an integrated-gradients map still sums to the score change)."""
+    if attribution.shape == tensor.shape:
+        return attribution if shape == "input" else attribution.sum(axis=0 if layout == "NCHW" else 2)
+    if shape == "spatial":
+        return attribution
+    expanded = attribution[None, :, :] if layout == "NCHW" else attribution[:, :, None]
+    return np.ascontiguousarray(np.broadcast_to(expanded, tensor.shape))

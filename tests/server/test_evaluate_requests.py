@@ -113,6 +113,17 @@ def test_the_sanity_check_randomises_every_layer_from_the_top(demo_client: Clien
     assert grouped["saliency"].sanity.layers[-1] == sanity.layers[-1]
 
 
+def test_the_sanity_check_flags_maps_that_show_the_input_rather_than_the_model(demo_client: Client) -> None:
+    """Adebayo et al.: gradient x input keeps the input's structure (here the black background stays zero) whatever
+    the weights, so its maps survive randomisation; the plain gradient's do not."""
+    evaluation = demo_client.evaluate(
+        DEMO, IMAGES[:2], methods=["gradient_x_input", "saliency"], metrics=["parameter_randomization"]
+    )
+    assert evaluation["gradient_x_input"].sanity.flagged
+    assert not evaluation["saliency"].sanity.flagged
+    assert evaluation.table["gradient_x_input"]["parameter_randomization"] > 0.9
+
+
 def test_max_sensitivity_re_explains_noisy_copies(demo_client: Client) -> None:
     evaluation = demo_client.evaluate(
         DEMO, IMAGES[0], methods=["saliency"], metrics=["max_sensitivity"], sensitivity_samples=4

@@ -28,7 +28,8 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000
 @dataclass(frozen=True)
 class RandomizationResult:
     """Per cascade step: `layers[s]` is the deepest layer randomised so far; `correlations[s, t]` is the Spearman
-    rank correlation of target t's |map| on the model after step s with its |map| on the original model."""
+    rank correlation of map t's |map| (a target of an image) on the model after step s with its |map| on the original
+    model."""
 
     layers: list[str]
     correlations: np.ndarray
@@ -36,8 +37,8 @@ class RandomizationResult:
 
 def parameter_randomization(
     model: LoadedModel,
-    maps: np.ndarray,
-    explain: Callable[[LoadedModel], np.ndarray],
+    maps: Sequence[np.ndarray],
+    explain: Callable[[LoadedModel], Sequence[np.ndarray]],
     *,
     steps: int | None,
     seed: int,
@@ -45,7 +46,9 @@ def parameter_randomization(
 ) -> RandomizationResult:
     """Randomise the model's layers top-down in `steps` cumulative steps (None: one layer per step, as Quantus does;
     fewer steps group neighbouring layers, for deep models where each step costs one explanation) and correlate
-    `explain(randomised model)` with `maps`, the (T, ...) maps of the same image, targets and method on `model`.
+    `explain(randomised model)` with `maps`, the maps of the same images, targets and method on `model`: one map per
+    row (a (T, ...) array, or a list of maps of different shapes), row t of each step correlated with row t of `maps`.
+    `workdir` is the caller's folder for each step's graph file, removed once that step's maps are done.
     The weights are redrawn once per layer from one generator seeded with `seed`, so a seed fixes the cascade."""
     full_graph = onnx.load(str(model.source.path))  # with its external data
     layers = weighted_layers(full_graph)

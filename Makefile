@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 PORT ?= 50051
 # The audit report is tested in Debian's Chromium (headless, driven by Playwright's Python package).
 CHROMIUM ?= /usr/bin/chromium
+# The Node.js client test (tests/node) needs node and npm; its npm packages are pinned by tests/node/package-lock.json.
+NPM ?= /usr/bin/npm
+NODE_MODULES := tests/node/node_modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install serve test lint proto bench clean
@@ -23,12 +26,21 @@ $(STAMP): pyproject.toml client/pyproject.toml server/pyproject.toml
 serve: $(STAMP)
 	$(BIN)/onnxplain serve --port $(PORT)
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(NODE_MODULES)
 	$(BIN)/python -m pytest
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+# Reinstalled only when missing or older than the lock file; install scripts are not needed and not run.
+$(NODE_MODULES): tests/node/package-lock.json | $(NPM)
+	$(NPM) ci --prefix tests/node --ignore-scripts --no-audit --no-fund
+	touch $(NODE_MODULES)
+
+$(NPM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

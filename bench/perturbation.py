@@ -27,6 +27,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -143,7 +144,8 @@ def prepare(spec: BenchModel, num: int, settings: ServerSettings, cache: Path) -
     module = build(spec)
     folder = settings.model_repository / spec.name / MODEL_VERSION
     folder.mkdir(parents=True)
-    (folder / "model.onnx").symlink_to(onnx_file(spec, module, cache).resolve())
+    # A copy: the server refuses model files that link outside their folder.
+    shutil.copyfile(onnx_file(spec, module, cache), folder / "model.onnx")
     registry = ModelRegistry(settings.model_repository, lambda source: load_model(source, settings))
     registry.load(spec.name)
     model = registry.get(spec.name)

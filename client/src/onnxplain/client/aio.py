@@ -6,8 +6,6 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import grpc
-
 from onnxplain.client import calls
 from onnxplain.client.calls import (
     AttributionShapeName,
@@ -18,7 +16,13 @@ from onnxplain.client.calls import (
     ScoreSpaceName,
 )
 from onnxplain.client.catalog import MethodInfo, MetricInfo, ModelMetadata, ModelStatus
-from onnxplain.client.channel import DEFAULT_TARGET, ChannelOptions, channel_credentials, channel_options
+from onnxplain.client.channel import (
+    DEFAULT_TARGET,
+    ChannelOptions,
+    channel_credentials,
+    channel_options,
+    open_aio_channel,
+)
 from onnxplain.client.errors import translating_rpc_errors
 from onnxplain.client.evaluation import ExplainersLike, RegionsLike
 from onnxplain.client.images import ImageLike, ImagesLike, SegmentMap, SegmentMaps, SegmentsLike
@@ -35,7 +39,8 @@ class AsyncClient:
     """asyncio onnxplain client (`async with AsyncClient(...) as client`). Every failure raises OnnxplainError.
 
     One image in gives one result back; a list or tuple of images gives a list. `timeout` (seconds) is the default
-    deadline of every call; each method's own `timeout` overrides it. Insecure unless certificates are given.
+    deadline of every call; each method's own `timeout` overrides it. Insecure unless certificates are given;
+    `token` is sent as `authorization: Bearer <token>` on every call (use TLS beyond a trusted network).
     """
 
     def __init__(
@@ -47,14 +52,12 @@ class AsyncClient:
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
+        token: str | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         credentials = channel_credentials(root_certificates, private_key, certificate_chain)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=channel_options(options))
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=channel_options(options))
+        self._channel = open_aio_channel(target, channel_options(options), credentials, token)
         self._stub = ExplainServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:

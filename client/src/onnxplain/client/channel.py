@@ -1,4 +1,4 @@
-"""Channel settings both clients share: message limits big enough for maps and images, and optional TLS."""
+"""Channels both clients share: message limits big enough for maps and images, optional TLS, optional token."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import grpc
+
+from onnxplain.client.auth import BearerToken, aio_bearer_token
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's 4 MiB default is smaller than a batch of input-shaped float32 maps or a few photos."""
@@ -34,3 +36,24 @@ def channel_credentials(
     if root_certificates is None and private_key is None and certificate_chain is None:
         return None
     return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+def open_channel(
+    target: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None, token: str | None
+) -> grpc.Channel:
+    """A blocking channel: TLS with credentials, plain text without; every call carries the token when one is given."""
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=options)
+    return channel if token is None else grpc.intercept_channel(channel, BearerToken(token))
+
+
+def open_aio_channel(
+    target: str, options: list[tuple[str, Any]], credentials: grpc.ChannelCredentials | None, token: str | None
+) -> grpc.aio.Channel:
+    """The asyncio twin of open_channel."""
+    interceptors = None if token is None else aio_bearer_token(token)
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)

@@ -12,6 +12,11 @@ from onnxplain.server.engine.batching import default_batch_memory
 Device = Literal["auto", "cpu", "cuda"]
 
 
+class ConfigurationError(Exception):
+    """A flag, environment variable or file the server was started with is unusable; `onnxplain serve` prints the
+    message and exits."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Per-request limits; a request beyond one gets INVALID_ARGUMENT naming the limit."""
@@ -32,13 +37,38 @@ class ServerSettings:
     device_id: int = 0
     # ONNX Runtime intra-op threads per session; 0 lets the engine pick the number of cores.
     threads: int = 0
-    # Concurrent ONNX Runtime runs (the executor the gRPC handlers hand work to).
-    workers: int = 2
+    # Requests handled at once (decoding, preprocessing, waiting for their runs): the executor the gRPC handlers hand
+    # work to. The ONNX Runtime runs themselves go through each model's scheduler (engine/scheduler.py).
+    workers: int = 32
     # Memory a perturbation batch may take (inputs plus estimated activations), in bytes; 0 derives it from the
     # memory available at start (see engine/batching.py).
     batch_memory_bytes: int = 0
     # Most images per ONNX Runtime run; 0 picks by provider (engine/batching.py).
     max_batch_size: int = 0
+    # Defaults of every model's scheduler (config.yaml overrides them per model): how long a run waits for other
+    # requests' rows to share its batch, how many runs may queue before RESOURCE_EXHAUSTED, how many threads run
+    # the model's batches.
+    batch_delay_us: int = 0
+    max_queue_size: int = 256
+    instance_count: int = 1
+    # Explanations of more than one pass computed at once per model, and how many more may wait for a turn.
+    max_concurrent_explanations: int = 2
+    max_waiting_explanations: int = 64
+    # Connections are closed (GOAWAY) after this long so clients behind L4 balancers reconnect elsewhere; 0: never.
+    max_connection_age_ms: int = 0
+    # Seconds calls in flight get to finish after SIGTERM (and after a connection's maximum age).
+    shutdown_grace_s: float = 10.0
+    # Prometheus /metrics over HTTP on host:metrics_port; 0: not served.
+    metrics_port: int = 0
+    # TLS: the server's PEM certificate chain and key; with a client CA, clients must present a certificate it signed
+    # (mutual TLS). The files are re-read when they change (api/tls.py). None: plain text.
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Bearer tokens by role (api/tokens.py); with none here or in the environment, auth is off.
+    tokens_file: Path | None = None
+    # Largest model a version may be: model.onnx plus its external data files.
+    max_model_bytes: int = 4 * 1024**3
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -12,6 +12,8 @@ from onnxplain.client.channel import DEFAULT_TARGET
 from onnxplain.client.sync import Client
 
 SERVER_ENVIRONMENT_VARIABLE = "ONNXPLAIN_SERVER"
+# The environment keeps the token out of the process list, where a --token argument shows.
+TOKEN_ENVIRONMENT_VARIABLE = "ONNXPLAIN_TOKEN"
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -28,6 +30,11 @@ def connection_options() -> argparse.ArgumentParser:
     group.add_argument("--ca-file", type=Path, metavar="PEM", help="root certificates: connect with TLS")
     group.add_argument("--cert-file", type=Path, metavar="PEM", help="client certificate chain for mutual TLS")
     group.add_argument("--key-file", type=Path, metavar="PEM", help="client private key for mutual TLS")
+    group.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None,
+        help=f"bearer token sent with every call (default: ${TOKEN_ENVIRONMENT_VARIABLE}, which is safer)",
+    )
     return parent
 
 
@@ -43,6 +50,7 @@ def connect(args: argparse.Namespace) -> Client:
         root_certificates=_read(args.ca_file),
         certificate_chain=_read(args.cert_file),
         private_key=_read(args.key_file),
+        token=args.token,
     )
 
 

@@ -10,11 +10,11 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from onnxplain.client.cli import explain, lifecycle, metadata, methods, models, predict
+from onnxplain.client.cli import audit, explain, lifecycle, metadata, methods, models, predict
 from onnxplain.client.cli.plugins import register_plugins
 from onnxplain.client.errors import OnnxplainError
 
-_COMMANDS = (models, metadata, methods, predict, explain, lifecycle)
+_COMMANDS = (models, metadata, methods, predict, explain, audit, lifecycle)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ import grpc
 
 from onnxplain.server.api import convert
 from onnxplain.server.api.status import streaming, unary
+from onnxplain.server.api.workers import in_worker
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.evaluation.metrics import METRICS
 from onnxplain.server.handlers.evaluate import evaluate
@@ -40,16 +41,7 @@ class ExplainServicer(pb_grpc.ExplainServiceServicer):
         self._executor = executor
 
     async def _in_worker(self, work: Callable[[CancelToken], Result]) -> Result:
-        """Run blocking work on the executor; if the call is cancelled, stop it through its token."""
-        token = CancelToken()
-        future = asyncio.get_running_loop().run_in_executor(self._executor, work, token)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            token.cancel()
-            # The worker ends with Cancelled at its next check; nobody awaits it any more, so consume that here.
-            future.add_done_callback(_consume_result)
-            raise
+        return await in_worker(self._executor, work)
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
@@ -125,8 +117,3 @@ class ExplainServicer(pb_grpc.ExplainServiceServicer):
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: Any) -> pb.UnloadModelResponse:
         statuses = self._registry.unload(request.model_name, request.model_version)
         return pb.UnloadModelResponse(statuses=[convert.model_status(s) for s in statuses])
-
-
-def _consume_result(future: asyncio.Future) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.info("cancelled work stopped: %s", future.exception())

@@ -36,6 +36,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.engine.session import create_session, run_guarded, session_options
 from onnxplain.server.errors import Unavailable
 
@@ -51,8 +52,9 @@ class DerivedSession:
     One call is one ONNX Runtime run; `runs_for` and `images_per_run` let a PassCounter count it like the main
     session (the caller records the images each run scored)."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, scheduler: RunScheduler | None = None) -> None:
         self._session = session
+        self._scheduler = scheduler
         self.input_names = tuple(value.name for value in session.get_inputs())
         self.output_names = tuple(value.name for value in session.get_outputs())
         # What the builder noted about the graph (the model's metadata_props), e.g. which layer it reads out.
@@ -73,12 +75,18 @@ class DerivedSession:
         return images
 
     def run(
-        self, feed: dict[str, np.ndarray], token: CancelToken | None = None, output_names: Sequence[str] = ()
+        self,
+        feed: dict[str, np.ndarray],
+        token: CancelToken | None = None,
+        output_names: Sequence[str] = (),
+        *,
+        mergeable: bool = False,
     ) -> list[np.ndarray]:
-        """The outputs (all, or those named) for one run; raises Cancelled when the token fires."""
+        """The outputs (all, or those named) for one run; raises Cancelled when the token fires. `mergeable`: every
+        feed and output holds one row per image, so the run may share a batch with other requests' rows."""
         names = list(output_names or self.output_names)
         shape = next(iter(feed.values())).shape if feed else ()
-        return run_guarded(self._session, names, feed, token, shape)
+        return run_guarded(self._session, names, feed, token, shape, self._scheduler, mergeable)
 
 
 class DerivedGraphs:
@@ -91,8 +99,10 @@ class DerivedGraphs:
         providers: Sequence[str | tuple[str, dict]],
         threads: int,
         max_sessions: int = MAX_DERIVED_SESSIONS,
+        scheduler: RunScheduler | None = None,
     ) -> None:
         self.model_path = model_path
+        self.scheduler = scheduler
         self.providers = list(providers)
         self.threads = threads
         self.max_sessions = max_sessions
@@ -112,7 +122,8 @@ class DerivedGraphs:
                 self._sessions.move_to_end(key)
                 return cached
             derived = build(self._full_graph())
-            session = DerivedSession(create_session(derived, session_options(self.threads), self.providers))
+            options = session_options(self.threads)
+            session = DerivedSession(create_session(derived, options, self.providers), self.scheduler)
             self.builds += 1
             self._sessions[key] = session
             if len(self._sessions) > self.max_sessions:

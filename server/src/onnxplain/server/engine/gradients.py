@@ -82,7 +82,8 @@ class BackwardSession(FixedBatchRuns):
         images = np.ascontiguousarray(images, dtype=np.float32)
 
         def run_once(chunk: list[np.ndarray]) -> list[np.ndarray]:
-            return self._session.run({self._image_input: chunk[0], self._seed_input: chunk[1]}, token)
+            feed = {self._image_input: chunk[0], self._seed_input: chunk[1]}
+            return self._session.run(feed, token, mergeable=self.fixed_batch is None)
 
         outputs = run_in_chunks([images, seeds], self.fixed_batch, run_once)
         scores = outputs[0].reshape(len(images), -1)

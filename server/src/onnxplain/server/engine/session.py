@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
 
 _ORT_ERROR_LEVEL = 3
@@ -61,8 +62,10 @@ class ModelSession(FixedBatchRuns):
         input_name: str,
         output_name: str,
         fixed_batch: int | None,
+        scheduler: RunScheduler | None = None,
     ) -> None:
         self._session = create_session(model_path, session_options(threads), list(providers))
+        self.scheduler = scheduler
         self.input_name = input_name
         self.output_name = output_name
         self.fixed_batch = fixed_batch
@@ -80,7 +83,8 @@ class ModelSession(FixedBatchRuns):
 
     def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
         feed = {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
-        (scores,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape)
+        mergeable = self.fixed_batch is None
+        (scores,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape, self.scheduler, mergeable)
         return _as_class_scores(scores)
 
 
@@ -108,12 +112,27 @@ def run_guarded(
     feed: dict[str, np.ndarray],
     token: CancelToken | None,
     shape: tuple[int, ...],
+    scheduler: RunScheduler | None = None,
+    mergeable: bool = False,
 ) -> list[np.ndarray]:
-    """One ONNX Runtime run under a request's cancel token; failures become domain errors naming `shape`."""
+    """One ONNX Runtime run under a request's cancel token, through the model's scheduler when it has one (merged
+    with other requests' rows when `mergeable`: every feed and output has one row per image); failures become
+    domain errors naming `shape`."""
     if token is not None:
         token.raise_if_cancelled()
     try:
-        return session.run(output_names, feed, token.run_options if token else None)
+        if scheduler is None:
+            return session.run(output_names, feed, token.run_options if token else None)
+        names = list(feed)
+        rows = tuple((name, feed[name].shape[1:], feed[name].dtype.str) for name in names)
+        key = (id(session), tuple(output_names), rows) if mergeable else None
+
+        def runner(arrays: list[np.ndarray], options: ort.RunOptions | None) -> list[np.ndarray]:
+            return session.run(output_names, dict(zip(names, arrays, strict=True)), options)
+
+        return scheduler.run(runner, [feed[name] for name in names], token, key=key)
+    except (Cancelled, ResourceExhausted):
+        raise
     except Exception as error:
         if token is not None and token.cancelled:
             raise Cancelled("the call was cancelled") from error

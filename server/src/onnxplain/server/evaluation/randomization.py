@@ -106,8 +106,9 @@ def randomized_copy(model: LoadedModel, path: Path) -> LoadedModel:
             input_name=session.input_name,
             output_name=session.output_name,
             fixed_batch=session.fixed_batch,
+            scheduler=session.scheduler,
         ),
-        derived=DerivedGraphs(path, providers=derived.providers, threads=derived.threads),
+        derived=DerivedGraphs(path, providers=derived.providers, threads=derived.threads, scheduler=session.scheduler),
     )
 
 

@@ -97,12 +97,13 @@ def evaluate(
         for e in explainers
     ]
     evaluations = []
-    for explainer in explainers:
-        evaluation, counter = _evaluate_explainer(
-            explainer, inputs, metrics, params, query.score_space, settings, token
-        )
-        evaluations.append(evaluation)
-        passes.add(counter)
+    with model.explanations.hold(token):  # every metric takes many passes
+        for explainer in explainers:
+            evaluation, counter = _evaluate_explainer(
+                explainer, inputs, metrics, params, query.score_space, settings, token
+            )
+            evaluations.append(evaluation)
+            passes.add(counter)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
     metric_names = [metric.name for metric in metrics]
     return EvaluateResult(model.name, model.version, metric_names, evaluations, params, cost)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -59,9 +60,17 @@ def explain(
         report = progress and _image_progress(progress, index, model, targets, target_scores, started)
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
-        attribution = run_method(
-            method, used_params[-1], image.tensor, scores, scorer, settings, segments=image.segments, progress=report
-        )
+        with nullcontext() if method.single_pass else model.explanations.hold(token):
+            attribution = run_method(
+                method,
+                used_params[-1],
+                image.tensor,
+                scores,
+                scorer,
+                settings,
+                segments=image.segments,
+                progress=report,
+            )
         explanations.append(
             _image_explanation(model, image, scores, targets, target_scores, attribution, query, map_shape)
         )

@@ -147,6 +147,9 @@ class AttributionMethod(ABC):
     family: ClassVar[Family]
     description: ClassVar[str]
     parameters: ClassVar[tuple[Param, ...]] = ()
+    # One forward and one backward pass over the image: its runs share batches with other requests' through the
+    # model's scheduler. Methods of many passes take turns per model instead (engine/admission.py).
+    single_pass: ClassVar[bool] = False
 
     def unsupported_reason(self, model: LoadedModel) -> str | None:
         """Why this method cannot run on the model, or None when it can."""

@@ -23,6 +23,7 @@ RELU_PARAM = Param("relu", "bool", True, "Keep only positive evidence (pytorch-g
 
 class CamMethod(GradientMethod):
     family: Family = "cam"
+    single_pass = True
     parameters = (LAYER_PARAM, RELU_PARAM)
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:

@@ -15,6 +15,8 @@ from onnxplain.server.methods.registry import register
 class InputGradientMethod(GradientMethod):
     """Maps computed from each target's input gradient alone; variants override `from_gradient`."""
 
+    single_pass = True
+
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         gradients = target_gradients(job, self.spec(job, params)).input_gradient
         return Attribution(self.from_gradient(job, gradients))

@@ -27,6 +27,7 @@ from onnxplain.server.methods.registry import register
 class Lrp(GradientMethod):
     name = "lrp"
     family: Family = "relevance"
+    single_pass = True
     description = "LRP with a Zennit-style composite; 'deep_taylor' is the z+ preset, 'epsilon' Captum's default."
     parameters = (
         Param("composite", "str", DEFAULT_COMPOSITE, f"One of {', '.join(COMPOSITE_NAMES)}.", choice(*COMPOSITE_NAMES)),

@@ -19,6 +19,7 @@ from onnxplain.server.methods.registry import register
 class ScoreCam(CamMethod):
     name = "score_cam"
     description = "Score-CAM: channels weighted by the softmax of the target's score on images they mask."
+    single_pass = False  # one forward pass per channel of the layer
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         # Only the activation is needed: one row, a zero seed.

@@ -13,12 +13,30 @@ from onnxplain.server.imaging.spec import ColorOrder, Interpolation, Layout, Pre
 
 OutputKind = Literal["logits", "probabilities"]
 CONFIG_NAMES = ("config.yaml", "config.yml", "config.json")
-_TOP_LEVEL_KEYS = {"preprocessing", "labels", "labels_file", "output", "input", "max_batch_size"}
+_TOP_LEVEL_KEYS = {
+    "preprocessing",
+    "labels",
+    "labels_file",
+    "output",
+    "input",
+    "max_batch_size",
+    "dynamic_batching",
+    "instance_count",
+    "max_concurrent_explanations",
+}
+_BATCHING_KEYS = {"max_batch_size", "max_queue_delay_microseconds", "max_queue_size"}
 _PREPROCESSING_KEYS = {"resize", "center_crop", "color", "scale", "mean", "std", "layout", "interpolation"}
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the model is reported unavailable with this message."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int | None = None
+    max_queue_delay_microseconds: int | None = None
+    max_queue_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,10 @@ class ModelConfig:
     input_name: str | None = None
     layout: Layout | None = None
     max_batch_size: int | None = None
+    # Cross-request batching and concurrency (Triton's names); None: the server's defaults.
+    batching: BatchingConfig = BatchingConfig()
+    instance_count: int | None = None
+    max_concurrent_explanations: int | None = None
 
 
 def read_model_config(model_dir: Path) -> ModelConfig:
@@ -54,9 +76,7 @@ def parse_model_config(raw: Any, model_dir: Path) -> ModelConfig:
     output_section = _mapping(section.get("output", {}), "output", {"kind", "name"})
     preprocessing = section.get("preprocessing")
     layout = _choice(input_section.get("layout"), Layout, "input.layout")
-    max_batch = section.get("max_batch_size")
-    if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-        raise ConfigError(f"max_batch_size must be a positive integer, got {max_batch!r}")
+    batching = _mapping(section.get("dynamic_batching", {}), "dynamic_batching", _BATCHING_KEYS)
     return ModelConfig(
         preprocessing=None if preprocessing is None else _preprocessing(preprocessing, layout),
         labels=_labels(section, model_dir),
@@ -64,8 +84,25 @@ def parse_model_config(raw: Any, model_dir: Path) -> ModelConfig:
         output_name=output_section.get("name"),
         input_name=input_section.get("name"),
         layout=layout,
-        max_batch_size=max_batch,
+        max_batch_size=_count(section, "max_batch_size", "max_batch_size"),
+        batching=BatchingConfig(
+            max_batch_size=_count(batching, "max_batch_size", "dynamic_batching.max_batch_size"),
+            max_queue_delay_microseconds=_count(
+                batching, "max_queue_delay_microseconds", "dynamic_batching.max_queue_delay_microseconds", minimum=0
+            ),
+            max_queue_size=_count(batching, "max_queue_size", "dynamic_batching.max_queue_size"),
+        ),
+        instance_count=_count(section, "instance_count", "instance_count"),
+        max_concurrent_explanations=_count(section, "max_concurrent_explanations", "max_concurrent_explanations"),
     )
+
+
+def _count(section: dict, key: str, where: str, minimum: int = 1) -> int | None:
+    value = section.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise ConfigError(f"{where} must be {kind}, got {value!r}")
+    return value
 
 
 def _preprocessing(raw: Any, input_layout: Layout | None) -> PreprocessingSpec:

@@ -7,33 +7,35 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx.external_data_helper import uses_external_data
 
+from onnxplain.server.engine.admission import ExplanationSlots
 from onnxplain.server.engine.backward.support import gradient_problem as find_gradient_problem
+from onnxplain.server.engine.batching import default_max_batch
 from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
+from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.preprocess import target_size
+from onnxplain.server.observability.metrics import batch_observer
 from onnxplain.server.repository.config import ModelConfig, read_model_config
-from onnxplain.server.repository.model import LoadedModel, ModelSource
+from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource
+from onnxplain.server.repository.safety import external_data_problem, model_file_problem
 from onnxplain.server.repository.signature import ModelSignature, read_signature
 from onnxplain.server.settings import ServerSettings
-
-
-class ModelLoadError(Exception):
-    """The model cannot serve; the message is shown as the model's unavailability reason."""
 
 
 def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
     try:
         config = read_model_config(source.model_dir)
-        graph = _read_graph(source.path)
+        graph = _read_graph(source.path, settings)
         signature = read_signature(
             graph, input_name=config.input_name, output_name=config.output_name, layout=config.layout
         )
         config = _with_model_layout(config, signature)
         _check_config_fits(config, signature)
         providers = choose_providers(settings.device, settings.device_id)
+        policy = batching_policy(config, settings, providers)
+        scheduler = RunScheduler(f"{source.name}:{source.version}", policy, batch_observer(source.name))
         session = ModelSession(
             source.path,
             providers=providers,
@@ -41,6 +43,7 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
             input_name=signature.input.name,
             output_name=signature.output.name,
             fixed_batch=signature.fixed_batch,
+            scheduler=scheduler,
         )
         num_classes = _warm_up(session, signature, config)
         _check_labels(config, num_classes)
@@ -49,7 +52,8 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         raise
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
-    derived = DerivedGraphs(source.path, providers=providers, threads=settings.intra_op_threads)
+    derived = DerivedGraphs(source.path, providers=providers, threads=settings.intra_op_threads, scheduler=scheduler)
+    concurrent = config.max_concurrent_explanations or settings.max_concurrent_explanations
     return LoadedModel(
         source=source,
         config=config,
@@ -57,31 +61,41 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         session=session,
         num_classes=num_classes,
         derived=derived,
+        explanations=ExplanationSlots(source.name, concurrent, settings.max_waiting_explanations),
         gradient_problem=gradient_problem,
     )
 
 
-def _read_graph(path: Path) -> onnx.ModelProto:
-    """The graph without its weights' external files, after checking those files lie inside the model folder."""
+def batching_policy(config: ModelConfig, settings: ServerSettings, providers: list) -> BatchingPolicy:
+    """The model's config.yaml first, then the server's flags, then the provider's batch cap."""
+    batching = config.batching
+    return BatchingPolicy(
+        max_batch_size=batching.max_batch_size
+        or config.max_batch_size
+        or settings.max_batch_size
+        or default_max_batch(providers),
+        max_queue_delay_us=settings.batch_delay_us
+        if batching.max_queue_delay_microseconds is None
+        else batching.max_queue_delay_microseconds,
+        max_queue_size=batching.max_queue_size or settings.max_queue_size,
+        instances=config.instance_count or settings.instance_count,
+    )
+
+
+def _read_graph(path: Path, settings: ServerSettings) -> onnx.ModelProto:
+    """The graph without its weights' external files, after checking every file it makes the server read is safe
+    (repository/safety.py): nothing is read from outside the model's folder, nothing beyond the size limit."""
+    problem = model_file_problem(path, settings.model_repository, settings.max_model_bytes)
+    if problem is not None:
+        raise ModelLoadError(problem)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:
         raise ModelLoadError(f"{path.name} is not a readable ONNX model: {error}") from error
-    folder = path.parent.resolve()
-    for tensor in _all_initializers(model):
-        if not uses_external_data(tensor):
-            continue
-        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        target = (folder / location).resolve()
-        if Path(location).is_absolute() or folder not in target.parents:
-            raise ModelLoadError(f"initializer {tensor.name!r} points outside the model folder ({location!r})")
+    problem = external_data_problem(model, path, settings.max_model_bytes)
+    if problem is not None:
+        raise ModelLoadError(problem)
     return model
-
-
-def _all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    tensors = list(model.graph.initializer)
-    tensors += [attr.t for node in model.graph.node for attr in node.attribute if attr.HasField("t")]
-    return tensors
 
 
 def _with_model_layout(config: ModelConfig, signature: ModelSignature) -> ModelConfig:

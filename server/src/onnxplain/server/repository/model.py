@@ -9,11 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxplain.server.engine.admission import ExplanationSlots
 from onnxplain.server.engine.derived import DerivedGraphs, DerivedSession, GraphBuilder
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.spec import PreprocessingSpec
 from onnxplain.server.repository.config import ModelConfig, OutputKind
 from onnxplain.server.repository.signature import ModelSignature
+
+
+class ModelLoadError(Exception):
+    """The model cannot serve; the message is shown as the model's unavailability reason."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class LoadedModel:
     session: ModelSession
     num_classes: int | None
     derived: DerivedGraphs
+    # Turns for explanations of more than one pass (single-pass ones share batches through the scheduler instead).
+    explanations: ExplanationSlots
     # Why gradient methods cannot run on this model (an op without a VJP rule), or None.
     gradient_problem: str | None = None
 

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from onnxplain.server.errors import FailedPrecondition, NotFound, Unavailable
-from onnxplain.server.repository.loader import ModelLoadError
-from onnxplain.server.repository.model import LoadedModel, ModelSource
+from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource
 
 State = Literal["unloaded", "loading", "ready", "unavailable"]
 MODEL_FILE = "model.onnx"

@@ -81,6 +81,26 @@ def test_a_full_queue_refuses_at_once() -> None:
             future.result(10)
 
 
+def test_an_admitted_explanation_is_not_refused_by_a_full_queue() -> None:
+    hold = threading.Event()
+    scheduler = RunScheduler("m", BatchingPolicy(max_queue_size=1))
+    runner = RecordingRunner(hold)
+    admitted = CancelToken()
+    admitted.admitted = True
+    with ThreadPoolExecutor(3) as pool:
+        running = pool.submit(scheduler.run, runner, [np.ones((1, 1))])
+        runner.started.wait(5)
+        queued = pool.submit(scheduler.run, runner, [np.ones((1, 1))])
+        _wait_for(lambda: scheduler.queued == 1)
+        with pytest.raises(ResourceExhausted):
+            scheduler.run(runner, [np.ones((1, 1))], CancelToken())
+        passing = pool.submit(scheduler.run, runner, [np.ones((1, 1))], admitted)
+        _wait_for(lambda: scheduler.queued == 2)
+        hold.set()
+        for future in (running, queued, passing):
+            future.result(10)
+
+
 def test_a_cancelled_run_leaves_the_queue_before_it_runs() -> None:
     hold = threading.Event()
     scheduler = RunScheduler("m", BatchingPolicy())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,9 @@ DTYPES: dict[int, np.dtype] = {
     tensor_pb.DATA_TYPE_INT32: np.dtype("<i4"),
     tensor_pb.DATA_TYPE_INT64: np.dtype("<i8"),
 }
+# Far beyond any image or map, and within what numpy can shape (an empty tensor may name any dimensions).
+MAX_TENSOR_RANK = 8
+MAX_TENSOR_DIMENSION = 2**31 - 1
 _STATES = {
     "unloaded": model_pb.MODEL_STATE_UNLOADED,
     "loading": model_pb.MODEL_STATE_LOADING,
@@ -64,12 +68,28 @@ def tensor_to_array(tensor: tensor_pb.Tensor) -> np.ndarray:
     shape = list(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"tensor shape {shape} has a negative dimension")
+    if len(shape) > MAX_TENSOR_RANK or any(d > MAX_TENSOR_DIMENSION for d in shape):
+        raise InvalidInput(
+            f"tensor shape {shape} is beyond the limits: at most {MAX_TENSOR_RANK} dimensions of at most "
+            f"{MAX_TENSOR_DIMENSION} each"
+        )
     expected = int(np.prod(shape, dtype=object)) * dtype.itemsize if shape else dtype.itemsize
     if expected != len(tensor.data):
         raise InvalidInput(
             f"tensor of shape {shape} and dtype {dtype.name} needs {expected} bytes, got {len(tensor.data)}"
         )
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def image_inputs(images: Iterable[pb.Image]) -> list[schema.ImageInput]:
+    """The request's images; a malformed one is named by its index, as the handlers name images they refuse."""
+    inputs = []
+    for index, image in enumerate(images):
+        try:
+            inputs.append(image_input(image))
+        except InvalidInput as error:
+            raise InvalidInput(f"image {index}: {error}") from error
+    return inputs
 
 
 def image_input(image: pb.Image) -> schema.ImageInput:
@@ -86,7 +106,7 @@ def predict_query(request: pb.PredictRequest) -> schema.PredictQuery:
     return schema.PredictQuery(
         model=request.model_name,
         version=request.model_version,
-        images=[image_input(image) for image in request.images],
+        images=image_inputs(request.images),
         top_k=request.top_k,
     )
 
@@ -95,7 +115,7 @@ def explain_query(request: pb.ExplainRequest) -> schema.ExplainQuery:
     return schema.ExplainQuery(
         model=request.model_name,
         version=request.model_version,
-        images=[image_input(image) for image in request.images],
+        images=image_inputs(request.images),
         method=request.method,
         parameters={name: parameter_value(name, value) for name, value in request.parameters.items()},
         targets=[target_query(target) for target in request.targets],
@@ -111,7 +131,7 @@ def evaluate_query(request: pb.EvaluateRequest) -> schema.EvaluateQuery:
     return schema.EvaluateQuery(
         model=request.model_name,
         version=request.model_version,
-        images=[image_input(image) for image in request.images],
+        images=image_inputs(request.images),
         explainers=[explainer_query(explainer) for explainer in request.explainers],
         targets=[target_query(target) for target in request.targets],
         metrics=list(request.metrics),

@@ -40,9 +40,13 @@ class ExplanationSlots:
             finally:
                 self._queued -= 1
             self._running += 1
+        if token is not None:
+            token.admitted = True
         try:
             yield
         finally:
+            if token is not None:
+                token.admitted = False
             with self._condition:
                 self._running -= 1
                 self._condition.notify()

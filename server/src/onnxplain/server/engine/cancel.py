@@ -16,6 +16,9 @@ class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.run_options = ort.RunOptions()
+        # Set while the request holds an explanation turn (engine/admission.py): its runs are never refused by a
+        # full run queue half-way through work already admitted.
+        self.admitted = False
 
     def cancel(self) -> None:
         self._event.set()

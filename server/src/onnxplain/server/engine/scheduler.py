@@ -2,8 +2,9 @@
 
 Runs that wait together and can share a batch (the same session and outputs, rows of the same shape) are merged
 into one run, as Triton's dynamic batcher does: up to `max_batch_size` rows, waiting at most `max_queue_delay_us`
-after the first for more to arrive. A full queue refuses at once (RESOURCE_EXHAUSTED) instead of letting latency
-grow without bound. Queued runs of a cancelled request are dropped; a run executing alone is stopped through the
+after the first for more to arrive. A full queue refuses new work at once (RESOURCE_EXHAUSTED) instead of letting
+latency grow without bound; the runs of an explanation already admitted (engine/admission.py, a few per model) are
+never refused half-way. Queued runs of a cancelled request are dropped; a run executing alone is stopped through the
 request's RunOptions; a merged run finishes (it is short by construction) and the cancelled request discards its rows.
 
 The serving threads hold only the queue's state, not the scheduler: when the last reference to the scheduler goes
@@ -97,7 +98,8 @@ class RunScheduler:
         pending = _Pending(runner, list(arrays), token, key)
         state = self._state
         with state.condition:
-            if len(state.queue) >= self.policy.max_queue_size:
+            admitted = token is not None and token.admitted
+            if len(state.queue) >= self.policy.max_queue_size and not admitted:
                 raise ResourceExhausted(
                     f"model {self.name} has {len(state.queue)} runs queued, its limit: try again later"
                 )

@@ -13,7 +13,8 @@ from onnxplain.server.engine.gradients import BackwardSpec
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
 from onnxplain.server.methods.gradient_base import GradientMethod, input_bounds, one_hot, run_rows, session_for
-from onnxplain.server.methods.parameters import Param, positive
+from onnxplain.server.methods.parameters import Param, at_least, positive
+from onnxplain.server.methods.perturbation import check_pass_limit
 from onnxplain.server.methods.registry import register
 
 
@@ -33,14 +34,14 @@ class FeatureVisualization(GradientMethod):
     parameters = (
         Param("steps", "int", 128, "Gradient-ascent steps.", positive),
         Param("learning_rate", "float", 0.05, "Step size as a fraction of the input range.", positive),
-        Param("jitter", "int", 4, "Largest random shift in pixels per step (0: none)."),
+        Param("jitter", "int", 4, "Largest random shift in pixels per step (0: none).", at_least(0)),
         Param("decay", "float", 0.01, "Per-step pull towards the mid value of the input range.", _fraction),
         Param(
             "start", "str", "noise", "'noise' (small noise around mid-range) or 'image' (the request image).", _start
         ),
         Param("layer", "str", "", "A 4-D tensor whose `channel` to maximise instead of the target class."),
-        Param("channel", "int", 0, "The channel of `layer` to maximise."),
-        Param("seed", "int", 0, "Seed of the start noise and the jitter."),
+        Param("channel", "int", 0, "The channel of `layer` to maximise.", at_least(0)),
+        Param("seed", "int", 0, "Seed of the start noise and the jitter.", at_least(0)),
     )
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:
@@ -53,6 +54,7 @@ class FeatureVisualization(GradientMethod):
         session = session_for(job, self.spec(job, params))
         seeds = self._seeds(job, params, session.seed_shape)
         rows = len(seeds)
+        check_pass_limit(job, params["steps"] * rows, "steps")
         if params["start"] == "image":
             images = np.repeat(job.image[None], rows, axis=0).astype(np.float64)
         else:

@@ -56,10 +56,10 @@ def run_rows(
         shape = (stop - start, *images.shape[1:])
         return (images[start:stop] if len(images) == count else np.broadcast_to(images, shape)), seeds[start:stop]
 
-    return _concatenated([result for _, _, result in _batches(job, session, count, rows, parameter)])
+    return _concatenated([result for _, _, result in batched_rows(job, session, count, rows, parameter)])
 
 
-def _batches(
+def batched_rows(
     job: ExplainJob,
     session: BackwardSession,
     count: int,
@@ -107,7 +107,7 @@ def for_every_class(job: ExplainJob, spec: BackwardSpec, consume: Callable[[np.n
     def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         return np.broadcast_to(job.image[None], (stop - start, *job.image.shape)), one_hot(job, range(start, stop))
 
-    for start, stop, result in _batches(job, session_for(job, spec), len(job.scores), rows):
+    for start, stop, result in batched_rows(job, session_for(job, spec), len(job.scores), rows):
         consume(np.arange(start, stop), result)
 
 

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from onnxplain.server.errors import InvalidInput
 
+# No parameter means anything beyond this; larger values only overflow int64 fields or float arithmetic downstream.
+MAX_MAGNITUDE = 1e15
 Kind = Literal["int", "float", "bool", "str", "pair", "float_or_str"]
 Check = Callable[[Any], str | None]
 
@@ -94,12 +96,16 @@ def _coerce(spec: Param, value: Any) -> Any:
 def _to_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
         raise ValueError(f"must be an integer, got {_show(value)}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValueError(f"must be at most {MAX_MAGNITUDE:.0e} in magnitude, got {_show(value)}")
     return int(value)
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"must be a finite number, got {_show(value)}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise ValueError(f"must be at most {MAX_MAGNITUDE:.0e} in magnitude, got {_show(value)}")
     return float(value)
 
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from onnxplain.server.methods.base import Attribution, ExplainJob
-from onnxplain.server.methods.gradient_base import GradientMethod, one_hot, run_rows, session_for
+from onnxplain.server.methods.gradient_base import GradientMethod, batched_rows, one_hot, session_for
 from onnxplain.server.methods.parameters import Param, at_least, positive
 from onnxplain.server.methods.registry import register
 
@@ -20,26 +20,53 @@ class NoiseTunnel(GradientMethod):
     parameters = (
         Param("samples", "int", 25, "Noisy copies of the image per target.", positive),
         Param("noise", "float", 0.15, "Noise sigma as a fraction of the image's value range.", at_least(0)),
-        Param("seed", "int", 0, "Seed of the noise, for reproducible maps."),
+        Param("seed", "int", 0, "Seed of the noise, for reproducible maps.", at_least(0)),
     )
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         samples, targets = params["samples"], job.scorer.targets
+        count = len(targets)
         sigma = params["noise"] * float(job.image.max() - job.image.min())
-        noise = np.random.default_rng(params["seed"]).normal(0.0, sigma, (samples, *job.image.shape))
-        noisy = (job.image[None] + noise).astype(np.float32)
-        # The same noisy copies serve every target.
-        images = np.tile(noisy, (len(targets), 1, 1, 1))
-        seeds = np.repeat(one_hot(job, targets), samples, axis=0)
-        result = run_rows(job, session_for(job, self.spec(job, params)), images, seeds, "samples")
-        gradients = result.input_gradient.reshape(len(targets), samples, *job.image.shape).astype(np.float64)
-        if self.statistic == "mean":
-            maps = gradients.mean(axis=1)
-        elif self.statistic == "mean_square":
-            maps = np.square(gradients).mean(axis=1)
-        else:
-            maps = gradients.var(axis=1)
-        return Attribution(maps.astype(np.float32))
+        noise = NoiseStream(np.random.default_rng(params["seed"]), sigma, job.image.shape)
+        seeds = one_hot(job, targets)
+
+        # Row r is noisy copy r // count for target r % count: the same copies serve every target, and the noise is
+        # drawn batch by batch, so neither the copies nor the gradients are ever all in memory.
+        def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+            index = np.arange(start, stop)
+            first = start // count
+            copies = job.image[None] + noise.samples(first, (stop - 1) // count + 1)
+            return copies[index // count - first].astype(np.float32), seeds[index % count]
+
+        total = np.zeros((count, *job.image.shape))
+        total_square = np.zeros_like(total)
+        session = session_for(job, self.spec(job, params))
+        for start, stop, result in batched_rows(job, session, samples * count, rows, "samples"):
+            gradients = result.input_gradient.astype(np.float64)
+            target_index = np.arange(start, stop) % count
+            np.add.at(total, target_index, gradients)
+            np.add.at(total_square, target_index, np.square(gradients))
+        mean, mean_square = total / samples, total_square / samples
+        maps = {"mean": mean, "mean_square": mean_square, "variance": np.maximum(mean_square - mean**2, 0.0)}
+        return Attribution(maps[self.statistic].astype(np.float32))
+
+
+class NoiseStream:
+    """Gaussian noise for copies 0, 1, 2, ... drawn in order from one generator (the same values as one big draw),
+    keeping only the copies still asked for."""
+
+    def __init__(self, rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> None:
+        self._rng, self._sigma, self._shape = rng, sigma, shape
+        self._first = 0
+        self._block = np.empty((0, *shape))
+
+    def samples(self, first: int, stop: int) -> np.ndarray:
+        """Noise of copies [first, stop); `first` never goes back."""
+        kept = self._block[first - self._first :]
+        missing = stop - first - len(kept)
+        drawn = self._rng.normal(0.0, self._sigma, (max(missing, 0), *self._shape))
+        self._block, self._first = np.concatenate([kept, drawn]), first
+        return self._block[: stop - first]
 
 
 @register

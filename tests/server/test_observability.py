@@ -7,7 +7,6 @@ Cost the responses reported. Every check compares two scrapes, so the tests do n
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
-from support.servers import RunningServer, start_server
+from support.servers import RunningServer, free_port, start_server
 from tritonclient.grpc import service_pb2 as oip_pb
 from tritonclient.grpc import service_pb2_grpc as oip_grpc
 
@@ -28,12 +27,6 @@ from onnxplain.v1 import explain_service_pb2_grpc as pb_grpc
 TOKEN = "s3cret-token-that-must-never-be-logged"
 PNG = (SAMPLES / "digit_3_clean.png").read_bytes()
 Samples = dict[tuple[str, frozenset], float]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

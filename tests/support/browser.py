@@ -38,7 +38,8 @@ class PageLog:
 
 
 def artifacts_dir() -> Path:
-    """Where tests keep files for people to look at: $ONNXPLAIN_TEST_ARTIFACTS, else <repository>/test-artifacts (git-ignored)."""
+    """Where tests keep files for people to look at: $ONNXPLAIN_TEST_ARTIFACTS, else <repository>/test-artifacts
+    (git-ignored)."""
     folder = Path(os.environ.get("ONNXPLAIN_TEST_ARTIFACTS") or REPOSITORY_ROOT / "test-artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from support.servers import run_cli, start_server
+from support.servers import free_port, run_cli, start_server
 
 from onnxplain.client import Client, MethodSpec, Region
 from onnxplain.server.demo import REPOSITORY
@@ -211,12 +210,6 @@ def settled_line_count(out: Path, quiet: float = 0.5) -> int:
         if len(journal_lines(out)) != count:
             count, since = len(journal_lines(out)), time.monotonic()
     return count
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_server_that_goes_away_mid_audit_is_waited_for_and_the_audit_completes(dataset, tmp_path):

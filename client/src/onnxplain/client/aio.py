@@ -19,6 +19,7 @@ from onnxplain.client.catalog import MethodInfo, MetricInfo, ModelMetadata, Mode
 from onnxplain.client.channel import (
     DEFAULT_TARGET,
     ChannelOptions,
+    LoadBalancing,
     channel_credentials,
     channel_options,
     open_aio_channel,
@@ -41,6 +42,12 @@ class AsyncClient:
     One image in gives one result back; a list or tuple of images gives a list. `timeout` (seconds) is the default
     deadline of every call; each method's own `timeout` overrides it. Insecure unless certificates are given;
     `token` is sent as `authorization: Bearer <token>` on every call (use TLS beyond a trusted network).
+
+    A target naming several servers (`dns:///onnxplain-headless.ns.svc.cluster.local:50051`,
+    `ipv4:10.0.0.1:50051,10.0.0.2:50051`) gets its calls spread over them (`load_balancing="round_robin"`;
+    "pick_first" keeps one server). Idempotent calls that find no server (UNAVAILABLE: a replica restarting,
+    draining or gone) are retried up to 4 times with exponential backoff, on another server when there is one;
+    `retries=False` turns that off. See onnxplain.client.channel.
     """
 
     def __init__(
@@ -53,11 +60,14 @@ class AsyncClient:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         token: str | None = None,
+        load_balancing: LoadBalancing = "round_robin",
+        retries: bool = True,
     ) -> None:
         self.target = target
         self.timeout = timeout
         credentials = channel_credentials(root_certificates, private_key, certificate_chain)
-        self._channel = open_aio_channel(target, channel_options(options), credentials, token)
+        options = channel_options(options, load_balancing=load_balancing, retries=retries)
+        self._channel = open_aio_channel(target, options, credentials, token)
         self._stub = ExplainServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncClient:

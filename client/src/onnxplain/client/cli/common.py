@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onnxplain.client.catalog import ModelStatus
-from onnxplain.client.channel import DEFAULT_TARGET
+from onnxplain.client.channel import DEFAULT_TARGET, LOAD_BALANCING_POLICIES
 from onnxplain.client.sync import Client
 
 SERVER_ENVIRONMENT_VARIABLE = "ONNXPLAIN_SERVER"
@@ -35,6 +35,19 @@ def connection_options() -> argparse.ArgumentParser:
         default=os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None,
         help=f"bearer token sent with every call (default: ${TOKEN_ENVIRONMENT_VARIABLE}, which is safer)",
     )
+    group.add_argument(
+        "--load-balancing",
+        choices=LOAD_BALANCING_POLICIES,
+        default="round_robin",
+        help="round_robin: spread calls over every server the address resolves to, e.g. "
+        "dns:///onnxplain-headless.NAMESPACE.svc.cluster.local:50051; pick_first: one server",
+    )
+    group.add_argument(
+        "--no-retries",
+        dest="retries",
+        action="store_false",
+        help="do not retry idempotent calls that found no server (UNAVAILABLE) on another one",
+    )
     return parent
 
 
@@ -51,6 +64,8 @@ def connect(args: argparse.Namespace) -> Client:
         certificate_chain=_read(args.cert_file),
         private_key=_read(args.key_file),
         token=args.token,
+        load_balancing=args.load_balancing,
+        retries=args.retries,
     )
 
 

@@ -146,7 +146,11 @@ def scan_repository(root: Path) -> list[ModelSource]:
         return []
     sources = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for version_dir in model_dir.iterdir():
+        try:
+            version_dirs = list(model_dir.iterdir())
+        except PermissionError:  # e.g. a volume's root-owned lost+found: not a model
+            continue
+        for version_dir in version_dirs:
             if version_dir.is_dir() and version_dir.name.isdigit() and (version_dir / MODEL_FILE).is_file():
                 sources.append(ModelSource(model_dir.name, version_dir.name, version_dir / MODEL_FILE))
     return sources

@@ -8,21 +8,21 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from importlib import metadata
 from typing import TypeVar
 
-import torch
-
-# numpy's BLAS threads spin after each call and steal the cores ONNX Runtime needs (as in `onnxplain serve`).
-# Only effective when this module is imported before numpy.
+# numpy's BLAS threads spin after each call and steal the cores ONNX Runtime needs (as in `onnxplain serve`):
+# run.py sets these to 1 before numpy loads; the description reports them.
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 T = TypeVar("T")
+_STARTED = time.perf_counter()
 
-LIBRARIES = ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy", "torch", "captum")
+LIBRARIES = ("onnxruntime-gpu", "onnxruntime", "onnx", "numpy", "torch", "captum", "zennit", "grpcio")
 
 
 def cpu_cores() -> int:
@@ -49,11 +49,6 @@ class Rounds:
 
     def median(self, key: Hashable) -> float:
         return statistics.median(self.samples[key])
-
-    def fastest(self, keys: list[Hashable]) -> tuple[Hashable, float]:
-        """The candidate with the lowest median, e.g. the best batch size."""
-        best = min(keys, key=self.median)
-        return best, self.median(best)
 
 
 def machine_description() -> dict[str, str]:
@@ -110,30 +105,43 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def start_run(markdown: bool) -> int:
-    """Match torch's threads to ONNX Runtime's (the usable cores), print the machine, and return the thread count."""
-    threads = cpu_cores()
-    torch.set_num_threads(threads)
-    description = machine_description()
-    description["threads"] = f"ONNX Runtime intra-op {threads}, torch {torch.get_num_threads()}"
-    print_description(description, markdown)
-    return threads
+def settle(run: Callable[[], object], seconds: float) -> None:
+    """Untimed runs for at least `seconds` (at least one): the previous candidate's idle ONNX Runtime threads spin
+    for a while after its last run and would slow this one's first runs."""
+    started = time.perf_counter()
+    run()
+    while time.perf_counter() - started < seconds:
+        run()
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: above the usable cores, something else ran beside the benchmark."""
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, stamped with the seconds since the run started (where the time goes), so stdout
+    holds the description and the table alone."""
+    print(f"{time.perf_counter() - _STARTED:6.1f} s  {message}", file=sys.stderr, flush=True)
 
 
 def print_description(description: dict[str, str], markdown: bool) -> None:
     for key, value in description.items():
-        print(f"- {key}: {value}" if markdown else f"{key:>13}: {value}", flush=True)
+        print(f"- {key}: {value}" if markdown else f"{key:>14}: {value}", flush=True)
     print(flush=True)
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> None:
-    """One row per line: Markdown for RESULTS.md, else right-aligned columns."""
+    """One row per line: Markdown for RESULTS.md, else left-aligned text columns."""
     if markdown:
         print("| " + " | ".join(columns) + " |")
         print("|" + "|".join("---" for _ in columns) + "|")
         for row in rows:
-            print("| " + " | ".join(row) + " |")
+            print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
         return
     widths = [max(len(text) for text in column) for column in zip(columns, *rows, strict=True)]
     for line in (columns, *rows):
-        print("  ".join(text.rjust(width) for text, width in zip(line, widths, strict=True)))
+        print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip())

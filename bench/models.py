@@ -1,7 +1,9 @@
-"""Benchmark models, written by hand in torch (torchvision is not a dependency) and exported to ONNX once.
+"""The models every row runs on: the embedded demo model and the hand-written architectures at a chosen input size
+and head, each as an ONNX file (what the server serves) and a torch module (what the peers run).
 
-Weights are random with a fixed seed: speed depends on the architecture, not on what the weights learned. Exports
-are cached under a key that includes this file's text, so editing a definition re-exports it.
+The demo model exists only as ONNX; its torch module is converted from the graph (twin.py), as a user would convert
+a deployed model to run Captum on it. Exports of the architectures are cached under a key that includes
+architectures.py's text and torch's version.
 """
 
 from __future__ import annotations
@@ -12,211 +14,80 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import architectures
 import onnx
 import torch
 from torch import nn
+from twin import torch_twin
+
+import onnxplain.server.demo as demo
 
 # ONNX Runtime 1.31 reads IR versions up to 13; recent onnx releases stamp newer ones.
 IR_VERSION = 8
 OPSET = 17
-SEED = 0
-CALIBRATION_IMAGES = 8
-
-
-# ResNet-50 (He et al. 2016): bottleneck blocks [3, 4, 6, 3], widths 64..2048.
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, in_channels: int, width: int, stride: int) -> None:
-        super().__init__()
-        out_channels = width * self.expansion
-        self.body = nn.Sequential(
-            *_conv_bn(in_channels, width, 1),
-            nn.ReLU(inplace=True),
-            *_conv_bn(width, width, 3, stride=stride),
-            nn.ReLU(inplace=True),
-            *_conv_bn(width, out_channels, 1),
-        )
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride=stride))
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.body(x) + self.shortcut(x))
-
-
-class ResNet50(nn.Module):
-    def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 64, 7, stride=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
-        layers, in_channels = [], 64
-        for stage, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True)):
-            for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(Bottleneck(in_channels, width, stride))
-                in_channels = width * Bottleneck.expansion
-        self.stages = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
-
-
-# MobileNetV3-Large (Howard et al. 2019): inverted residuals, depthwise convs, squeeze-excite, HardSwish.
-
-# kernel, expanded width, output width, squeeze-excite, HardSwish (else ReLU), stride
-MOBILENET_V3_LARGE = (
-    (3, 16, 16, False, False, 1),
-    (3, 64, 24, False, False, 2),
-    (3, 72, 24, False, False, 1),
-    (5, 72, 40, True, False, 2),
-    (5, 120, 40, True, False, 1),
-    (5, 120, 40, True, False, 1),
-    (3, 240, 80, False, True, 2),
-    (3, 200, 80, False, True, 1),
-    (3, 184, 80, False, True, 1),
-    (3, 184, 80, False, True, 1),
-    (3, 480, 112, True, True, 1),
-    (3, 672, 112, True, True, 1),
-    (5, 672, 160, True, True, 2),
-    (5, 960, 160, True, True, 1),
-    (5, 960, 160, True, True, 1),
-)
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        squeezed = _divisible_by_8(channels // 4)
-        self.gate = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, squeezed, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(squeezed, channels, 1),
-            nn.Hardsigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
-
-
-class InvertedResidual(nn.Module):
-    def __init__(
-        self, in_channels: int, kernel: int, expanded: int, out_channels: int, excite: bool, hswish: bool, stride: int
-    ) -> None:
-        super().__init__()
-        activation = nn.Hardswish if hswish else nn.ReLU
-        layers: list[nn.Module] = []
-        if expanded != in_channels:
-            layers += [*_conv_bn(in_channels, expanded, 1), activation()]
-        layers += [*_conv_bn(expanded, expanded, kernel, stride=stride, groups=expanded), activation()]
-        if excite:
-            layers.append(SqueezeExcite(expanded))
-        layers += _conv_bn(expanded, out_channels, 1)
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
-
-
-class MobileNetV3Large(nn.Module):
-    def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [*_conv_bn(3, 16, 3, stride=2), nn.Hardswish()]
-        in_channels = 16
-        for kernel, expanded, out_channels, excite, hswish, stride in MOBILENET_V3_LARGE:
-            layers.append(InvertedResidual(in_channels, kernel, expanded, out_channels, excite, hswish, stride))
-            in_channels = out_channels
-        layers += [*_conv_bn(in_channels, 960, 1), nn.Hardswish()]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(960, 1280),
-            nn.Hardswish(),
-            nn.Dropout(0.2),
-            nn.Linear(1280, classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class TinyCNN(nn.Module):
-    """For --quick runs and the smoke test: a real conv net, small enough to run in seconds."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            *_conv_bn(3, 16, 3),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            *_conv_bn(16, 32, 3),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(out_channels)]
-
-
-def _divisible_by_8(channels: int) -> int:
-    return max(8, (channels + 4) // 8 * 8)
+DEMO = "digits"
+DEMO_FOLDER = Path(demo.__file__).parent / "repository" / DEMO
+# The head an architecture has unless a row says otherwise; names and labels mention only other heads.
+USUAL_CLASSES = {DEMO: 10, "tiny_cnn": 10}
 
 
 @dataclass(frozen=True)
 class BenchModel:
-    name: str
-    builder: type[nn.Module]
-    size: int  # square input side, NCHW with 3 channels
+    """An architecture at a square input size (NCHW) with a head of `classes` classes."""
+
+    architecture: str
+    size: int
+    classes: int = 1000
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.architecture == DEMO else 3
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return (3, self.size, self.size)
+        return (self.channels, self.size, self.size)
+
+    @property
+    def name(self) -> str:
+        """The model's name in the repository and in the table."""
+        if self.architecture == DEMO:
+            return DEMO
+        head = "" if self.classes == USUAL_CLASSES.get(self.architecture, 1000) else f"_{self.classes}c"
+        return f"{self.architecture}_{self.size}{head}"
+
+    @property
+    def label(self) -> str:
+        """The model in the table: architecture, input size, and the head when it is not the usual one."""
+        if self.architecture == DEMO:
+            return f"{DEMO} 1x{self.size}x{self.size} (demo)"
+        head = "" if self.classes == USUAL_CLASSES.get(self.architecture, 1000) else f", {self.classes} classes"
+        return f"{self.architecture} {self.size}x{self.size}{head}"
 
 
-MODELS = {
-    model.name: model
-    for model in (
-        BenchModel("mobilenet_v3", MobileNetV3Large, 224),
-        BenchModel("resnet50", ResNet50, 224),
-        BenchModel("tiny_cnn", TinyCNN, 32),
-    )
-}
+DIGITS = BenchModel(DEMO, 28, 10)
 
 
-def build(model: BenchModel) -> nn.Module:
-    """The torch model in eval mode with seeded random weights (He initialisation, as torchvision's) and BatchNorm
-    statistics calibrated on random images, so activations keep a trained network's scale instead of collapsing
-    towards zero (which would make the scores ignore the input and the CPU slow down on denormals)."""
-    torch.manual_seed(SEED)
-    module = model.builder()
+def torch_module(model: BenchModel) -> nn.Module:
+    """The model in torch, eval mode, parameters frozen (the peers differentiate with respect to the input only),
+    activations not in place (Captum's guided backprop hooks them)."""
+    if model.architecture == DEMO:
+        module = torch_twin(onnx.load(str(DEMO_FOLDER / "1" / "model.onnx")))
+    else:
+        module = architectures.build(model.architecture, model.classes, model.input_shape)
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
     for layer in module.modules():
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(layer, nn.BatchNorm2d):
-            layer.momentum = None  # a plain average over the calibration batch
-    module.train()
-    with torch.no_grad():
-        module(torch.randn(CALIBRATION_IMAGES, *model.input_shape))
-    return module.eval()
+        if hasattr(layer, "inplace"):
+            layer.inplace = False
+    return module
 
 
 def onnx_file(model: BenchModel, module: nn.Module, cache: Path) -> Path:
-    """The model exported to ONNX (opset 17, dynamic batch, IR version 8), reused from the cache when current."""
-    source = Path(__file__).read_bytes()
+    """The model as ONNX: the demo's own file, or the architecture exported (opset 17, dynamic batch, IR version 8)
+    and reused from the cache while current."""
+    if model.architecture == DEMO:
+        return DEMO_FOLDER / "1" / "model.onnx"
+    source = Path(architectures.__file__).read_bytes()
     key = hashlib.sha256(source + f"{model}{torch.__version__}".encode()).hexdigest()[:12]
     path = cache / f"{model.name}-{key}.onnx"
     if not path.is_file():

@@ -5,22 +5,13 @@ graph is built and its session created once per key, under the main session's op
 by every request, like the main session. The model file is read again, with its external data, only when a new key
 is built: holding the full graph in memory for the model's lifetime would double what a large model costs.
 
-Derived sessions keep the main session's options, idle-thread spinning included. Each session owns a thread pool
-whose idle threads spin for a while after a run, so the first run on one session right after a run on the other
-competes with the other's spinners. Measured on 2 cores (MobileNetV3 224x224; RISE graph at batch 16 after a
-batch-1 forward on the main session; minimum of 15): 93 ms with both sessions spinning, 77 ms with the derived one
-not spinning, 60 ms with neither, against 54 + 3.6 ms alone. But that is one switch per request, while turning
-spinning off costs every run: the main session's batch-1 forward took 4.4 instead of 3.7 ms, and a RISE request
-(one forward, then 16 graph batches) took 0.97-1.03 s with the derived session not spinning against 0.92-1.00 s
-spinning (minimum of 8-10 rounds, two runs). One process-wide thread pool shared by every session
-(set_global_thread_pool_sizes, use_per_session_threads off) removed the switch cost (58 ms) without slowing
-either session, but it changes every session of the process. Gradient methods switch on every request (the scoring
-forward on the main session, then the backward session); measured through the server (2 cores, median of 5-8):
-shared pool against a pool per session, ResNet-50 saliency 146 vs 213 ms, Grad-CAM 86 vs 156 ms; MobileNetV3
-saliency 50 vs 77 ms, Grad-CAM 15 vs 27 ms; but RISE (800 masks) 3.24 vs 2.78 s and occlusion 0.70 vs 0.67 s. The
-Python API cannot flush denormals in the shared pool's threads (session.set_denormal_as_zero applies to a session's
-own pool), which is the likely cause of RISE's loss. Left per session until the gradient path scores through the
-backward graph itself (one session per request).
+Derived sessions keep the main session's options. Each session owns a thread pool, and a request often runs two
+sessions back to back (a gradient method: the scoring forward on the main session, then the backward session).
+Idle threads that spun on after a run competed with the next session's threads for the cores: on 2 cores a RISE
+graph batch ran 93 ms right after a main-session forward against 54 + 3.6 ms alone. Turning spinning off costs
+every run (a batch-1 forward 4.4 instead of 3.7 ms), and one process-wide pool cannot flush denormals (RISE lost
+15%). session.force_spinning_stop (session_options) keeps the threads spinning within a run and stops them when it
+ends, which removes the switch cost without either loss.
 """
 
 from __future__ import annotations

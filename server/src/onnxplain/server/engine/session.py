@@ -21,7 +21,14 @@ _INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 def session_options(threads: int) -> ort.SessionOptions:
     """Options chosen once per session: thread count set deliberately, denormals flushed (masked images
-    produce denormals that slow the CPU provider), full graph optimisation done at load, not per call."""
+    produce denormals that slow the CPU provider), full graph optimisation done at load, not per call.
+
+    A session's idle threads stop spinning as soon as its run ends (session.force_spinning_stop); they still spin
+    between the ops of a run. A model has several sessions (the model's, a backward graph's per method) and a
+    gradient request runs two of them back to back: while the first one's threads spun on, the second competed with
+    them for the cores. Measured on 2 cores (engine called in process, medians of 40 calls, alternating processes):
+    MobileNetV3 224x224 saliency 25-71 ms against 52-102 before, Grad-CAM 11-21 against 16-48; ResNet-50
+    saliency 144-174 against 210-519, Grad-CAM 82-90 against 157-162; a batch-1 forward and RISE unchanged."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -29,6 +36,7 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = _ORT_ERROR_LEVEL
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 

@@ -26,7 +26,8 @@ class PerturbationPlan(Protocol):
 
     def perturbed(self, start: int, stop: int) -> np.ndarray:
         """Inputs for perturbations [start, stop) in the model's layout, shape (stop - start, *input shape).
-        Called from a helper thread one batch ahead, so it must only read the plan's state."""
+        Called from a helper thread one batch ahead, so it must not change what accumulate() reads; it may keep
+        what it built for this batch, by `start`, for accumulate(start, ...) to take (RISE's masks)."""
 
     def accumulate(self, start: int, stop: int, scores: np.ndarray) -> None:
         """Take the (stop - start, T) target scores of those perturbed inputs."""

@@ -8,7 +8,6 @@ that "still computing" and "stopped" are told apart by the server's CPU time (/p
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import signal
@@ -27,6 +26,7 @@ import pytest
 from support.processes import busy_fraction
 from support.servers import RunningServer, start_server
 
+from onnxplain.client.channel import channel_options
 from onnxplain.server.demo import REPOSITORY, SAMPLES
 from onnxplain.v1 import explain_service_pb2 as pb
 from onnxplain.v1 import model_pb2
@@ -201,28 +201,6 @@ def test_a_client_killed_mid_call_stops_its_work(server, stub, healthy: Healthy)
 
 # ---- a server killed mid-request; the client's retry policy reaches a second one -------------------------------------
 
-SERVICE = "onnxplain.v1.ExplainService"
-# Calls that change nothing on the server, so sending one again after UNAVAILABLE is safe. Load, Unload and
-# ReloadModel are left out: they are not retried.
-IDEMPOTENT_METHODS = (
-    "Predict",
-    "Explain",
-    "ExplainStream",
-    "Evaluate",
-    "ListMethods",
-    "ListMetrics",
-    "ListModels",
-    "GetModelMetadata",
-)
-RETRY_POLICY = {
-    "maxAttempts": 5,
-    "initialBackoff": "0.1s",
-    "maxBackoff": "1s",
-    "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
-}
-
-
 # About a second of work: still running when its server is killed half a second in.
 RETRIED_EXPLAIN = pb.ExplainRequest(
     model_name=DEMO,
@@ -233,24 +211,9 @@ RETRIED_EXPLAIN = pb.ExplainRequest(
 
 
 def retrying_channel(targets: list[str]) -> grpc.Channel:
-    """One channel over several servers: pick_first uses the first that answers, and an idempotent call that gets
-    UNAVAILABLE is sent again, with backoff, to the next one gRPC connects to."""
-    service_config = {
-        "methodConfig": [
-            {
-                "name": [{"service": SERVICE, "method": method} for method in IDEMPOTENT_METHODS],
-                "retryPolicy": RETRY_POLICY,
-            }
-        ]
-    }
-    return grpc.insecure_channel(
-        "ipv4:" + ",".join(targets),
-        options=[
-            ("grpc.lb_policy_name", "pick_first"),
-            ("grpc.service_config", json.dumps(service_config)),
-            ("grpc.enable_retries", 1),
-        ],
-    )
+    """One channel over several servers with the client library's own retry policy: pick_first uses the first that
+    answers, and an idempotent call that gets UNAVAILABLE is sent again, with backoff, to the next one."""
+    return grpc.insecure_channel("ipv4:" + ",".join(targets), options=channel_options(load_balancing="pick_first"))
 
 
 def test_a_server_killed_mid_request_and_the_retry_policy_reaching_the_second(healthy: Healthy) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
+from onnxplain.server.imaging.layout import spatial_size as image_spatial_size
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -17,12 +18,7 @@ def spatial_size(image: np.ndarray, layout: str) -> tuple[int, int]:
         raise InvalidInput(f"unknown layout {layout!r}; expected 'NCHW' or 'NHWC'")
     if image.ndim != 3:
         raise InvalidInput(f"expected one image of 3 dimensions in layout {layout}, got shape {image.shape}")
-    return (image.shape[1], image.shape[2]) if layout == "NCHW" else (image.shape[0], image.shape[1])
-
-
-def over_channels(masks: np.ndarray, layout: str) -> np.ndarray:
-    """(n, H, W) -> a view that broadcasts over (n, *image shape): one value for every channel of a pixel."""
-    return masks[:, None, :, :] if layout == "NCHW" else masks[:, :, :, None]
+    return image_spatial_size(image.shape, layout)
 
 
 def check_spatial_maps(maps: np.ndarray, size: tuple[int, int]) -> None:

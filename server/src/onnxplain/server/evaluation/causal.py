@@ -15,10 +15,10 @@ from onnxplain.server.errors import InvalidInput
 from onnxplain.server.evaluation._layout import (
     ScoreFn,
     check_spatial_maps,
-    over_channels,
     score_in_batches,
     spatial_size,
 )
+from onnxplain.server.imaging.layout import over_channels
 
 # The official substrate for insertion: gkern(klen=11, nsig=5), applied with zero padding klen // 2.
 KERNEL_SIZE = 11

@@ -13,10 +13,10 @@ from onnxplain.server.errors import InvalidInput
 from onnxplain.server.evaluation._layout import (
     ScoreFn,
     check_spatial_maps,
-    over_channels,
     score_in_batches,
     spatial_size,
 )
+from onnxplain.server.imaging.layout import over_channels
 
 # Quantus' names: "black" is the image's minimum (black after any normalisation), not 0.
 BASELINES = ("black", "zero", "mean")

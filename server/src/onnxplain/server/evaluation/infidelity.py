@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.evaluation._layout import ScoreFn, over_channels, score_in_batches, spatial_size
+from onnxplain.server.evaluation._layout import ScoreFn, score_in_batches, spatial_size
+from onnxplain.server.imaging.layout import over_channels
 
 
 def infidelity(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from onnxplain.server.errors import InvalidInput
+from onnxplain.server.evaluation._layout import ScoreFn
 from onnxplain.server.evaluation.causal import area_under_curve, deletion, insertion
 from onnxplain.server.evaluation.faithfulness import faithfulness_correlation
 from onnxplain.server.evaluation.infidelity import infidelity
@@ -19,7 +20,6 @@ from onnxplain.server.evaluation.sensitivity import max_sensitivity
 from onnxplain.server.methods.base import ScoreSpace
 from onnxplain.server.methods.parameters import Param, at_least, at_most, choice, positive
 
-ScoreFn = Callable[[np.ndarray], np.ndarray]
 Requirement = Literal["region", "method"]
 
 

@@ -180,7 +180,7 @@ def _evaluate_explainer(
             maps = explainer.attributions[index]
         else:
             method_params = dict(explainer.params)
-            maps = _explain(explainer, method_params, model, image.tensor, scores, scorer, settings)
+            maps = _explain(explainer, method_params, image.tensor, scores, scorer, settings)
         all_maps.append(maps)
         context = _context(explainer, inputs, index, maps, scorer, space, params, settings)
         outputs = {metric.name: metric.compute(context, params) for metric in metrics if metric.compute}
@@ -207,7 +207,6 @@ def _evaluate_explainer(
 def _explain(
     explainer: Explainer,
     params: dict[str, Any],
-    model: LoadedModel,
     tensor: np.ndarray,
     scores: np.ndarray,
     scorer: Scorer,
@@ -215,6 +214,13 @@ def _explain(
 ) -> np.ndarray:
     assert explainer.method is not None
     return run_method(explainer.method, params, tensor, scores, scorer, settings).maps
+
+
+def _explain_unscored(explainer: Explainer, tensor: np.ndarray, scorer: Scorer, settings: ServerSettings) -> np.ndarray:
+    """The method's maps of an input the request has not scored (a noisy copy, or the image on a randomised model):
+    one forward pass for its scores, counted, then the method with the explainer's own parameters."""
+    (scores,) = score_images(scorer.model, [tensor], scorer.token, scorer.passes)
+    return _explain(explainer, dict(explainer.params), tensor, scores, scorer, settings)
 
 
 def _context(
@@ -241,9 +247,7 @@ def _context(
         return np.stack([map_to_original(m, image.geometry) for m in spatial])
 
     def explain(perturbed: np.ndarray) -> np.ndarray:
-        perturbed_scores = scorer.model.session.run(perturbed[None], scorer.token)[0]
-        scorer.passes.record_forward(scorer.model.session, 1)
-        return _explain(explainer, dict(explainer.params), scorer.model, perturbed, perturbed_scores, scorer, settings)
+        return _explain_unscored(explainer, perturbed, scorer, settings)
 
     return MetricContext(
         image=image.tensor,
@@ -279,9 +283,7 @@ def _sanity_check(
         for image, targets in zip(inputs.images, inputs.targets, strict=True):
             scorer = Scorer(randomized, targets, "raw", token)
             scorer.passes = counter
-            scores = randomized.session.run(image.tensor[None], token)[0]
-            counter.record_forward(randomized.session, 1)
-            rows.extend(_explain(explainer, dict(explainer.params), randomized, image.tensor, scores, scorer, settings))
+            rows.extend(_explain_unscored(explainer, image.tensor, scorer, settings))
         return rows
 
     rows = [row for image_maps in maps for row in image_maps]

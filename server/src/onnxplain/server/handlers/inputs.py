@@ -11,6 +11,7 @@ from onnxplain.server.errors import InvalidInput
 from onnxplain.server.handlers.schema import ImageInput
 from onnxplain.server.imaging.decode import decode_image
 from onnxplain.server.imaging.geometry import Geometry
+from onnxplain.server.imaging.layout import spatial_size
 from onnxplain.server.imaging.preprocess import preprocess
 from onnxplain.server.imaging.render import tensor_to_image
 from onnxplain.server.repository.model import LoadedModel
@@ -51,7 +52,8 @@ def _prepare(model: LoadedModel, image: ImageInput, index: int, limits: Limits) 
             raise InvalidInput("the image has neither encoded bytes nor a tensor")
         if image.segments is None:
             return prepared
-        return replace(prepared, segments=_checked_segments(image.segments, _spatial_size(model, prepared.tensor)))
+        size = spatial_size(prepared.tensor.shape, model.signature.layout)
+        return replace(prepared, segments=_checked_segments(image.segments, size))
     except InvalidInput as error:
         raise InvalidInput(f"image {index}: {error}") from error
 
@@ -90,10 +92,6 @@ def _from_tensor(model: LoadedModel, tensor: np.ndarray, limits: Limits) -> Prep
 
 def _describe(shape: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _spatial_size(model: LoadedModel, tensor: np.ndarray) -> tuple[int, int]:
-    return tensor.shape[1:3] if model.signature.layout == "NCHW" else tensor.shape[0:2]
 
 
 def _checked_segments(segments: np.ndarray, size: tuple[int, int]) -> np.ndarray:

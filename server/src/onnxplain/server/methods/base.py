@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.imaging.layout import over_channels, spatial_size
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.repository.model import LoadedModel
 
@@ -132,12 +133,11 @@ class ExplainJob:
 
     @property
     def spatial_size(self) -> tuple[int, int]:
-        shape = self.image.shape
-        return (shape[1], shape[2]) if self.layout == "NCHW" else (shape[0], shape[1])
+        return spatial_size(self.image.shape, self.layout)
 
     def spatial_to_input(self, masks: np.ndarray) -> np.ndarray:
         """(n, H, W) -> a shape that broadcasts over (n, *input shape) in the model's layout."""
-        return masks[:, None, :, :] if self.layout == "NCHW" else masks[:, :, :, None]
+        return over_channels(masks, self.layout)
 
 
 class AttributionMethod(ABC):

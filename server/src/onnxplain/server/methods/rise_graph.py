@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxplain.server.engine.providers import CUDA
 from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.imaging.layout import spatial_size
 from onnxplain.server.imaging.spec import Layout
 from onnxplain.server.methods.base import ExplainJob
 from onnxplain.server.methods.rise_masks import interpolation_matrices
@@ -60,8 +61,7 @@ class RiseGraphSpec:
 
     @property
     def size(self) -> tuple[int, int]:
-        shape = self.image_shape
-        return (shape[1], shape[2]) if self.layout == "NCHW" else (shape[0], shape[1])
+        return spatial_size(self.image_shape, self.layout)
 
 
 def graph_unsupported_reason(model: LoadedModel) -> str | None:

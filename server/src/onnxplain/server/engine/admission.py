@@ -7,10 +7,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.cancel import CANCEL_POLL_SECONDS, CancelToken
 from onnxplain.server.errors import Cancelled, ResourceExhausted
-
-_CANCEL_POLL_SECONDS = 0.05
 
 
 class ExplanationSlots:
@@ -36,7 +34,7 @@ class ExplanationSlots:
                 while self._running >= self.concurrent:
                     if token is not None and token.cancelled:
                         raise Cancelled("the call was cancelled")
-                    self._condition.wait(_CANCEL_POLL_SECONDS)
+                    self._condition.wait(CANCEL_POLL_SECONDS)
             finally:
                 self._queued -= 1
             self._running += 1

@@ -8,6 +8,9 @@ import onnxruntime as ort
 
 from onnxplain.server.errors import Cancelled
 
+# How often work waiting for a turn (a run queue, an explanation slot) looks at its request's token.
+CANCEL_POLL_SECONDS = 0.05
+
 
 class CancelToken:
     """One per request. `cancel()` may be called from any thread; it terminates the run in flight

@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.cancel import CANCEL_POLL_SECONDS, CancelToken
 from onnxplain.server.errors import Cancelled, ResourceExhausted
 
 Runner = Callable[[list[np.ndarray], "ort.RunOptions | None"], list[np.ndarray]]
 # Called after each run with its rows and the seconds each merged request waited in the queue.
 BatchObserver = Callable[[int, list[float]], None]
-_CANCEL_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ class RunScheduler:
     def _wait(self, pending: _Pending) -> None:
         """Until a serving thread has run `pending`; takes it out of the queue if its request is cancelled first."""
         state, token = self._state, pending.token
-        while not pending.done.wait(_CANCEL_POLL_SECONDS):
+        while not pending.done.wait(CANCEL_POLL_SECONDS):
             if token is not None and token.cancelled:
                 with state.condition:
                     if pending in state.queue:

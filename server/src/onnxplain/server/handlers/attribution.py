@@ -8,6 +8,7 @@ import numpy as np
 
 from onnxplain.server.engine.batching import batch_size_for, default_max_batch
 from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.imaging.layout import channel_axis
 from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, ProgressCallback, Scorer
 from onnxplain.server.methods.parameters import parse_parameters
 from onnxplain.server.methods.registry import get_method
@@ -65,7 +66,7 @@ def shape_map(attribution: np.ndarray, tensor: np.ndarray, layout: str, shape: s
     (gradients) as they are, or summed over channels when a spatial map is asked for (the sum keeps completeness:
     an integrated-gradients map still sums to the score change)."""
     if attribution.shape == tensor.shape:
-        return attribution if shape == "input" else attribution.sum(axis=0 if layout == "NCHW" else 2)
+        return attribution if shape == "input" else attribution.sum(axis=channel_axis(layout))
     if shape == "spatial":
         return attribution
     expanded = attribution[None, :, :] if layout == "NCHW" else attribution[:, :, None]

@@ -24,6 +24,7 @@ from onnxplain.server.handlers.schema import (
 from onnxplain.server.handlers.targets import resolve_targets
 from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
+from onnxplain.server.imaging.layout import channel_axis
 from onnxplain.server.imaging.render import check_render_options, render_overlay, segment_borders
 from onnxplain.server.methods.base import Attribution, PassCounter, Progress, ProgressCallback, Scorer
 from onnxplain.server.repository.model import LoadedModel
@@ -154,7 +155,7 @@ def _overlay(
     """Draw on the original picture: input-shaped maps are reduced over channels (max |.| for the absolute view,
     the signed sum when a sign is to be shown), then the map is taken back through the crop and resize."""
     if attribution.ndim == 3:
-        channels = 0 if layout == "NCHW" else 2
+        channels = channel_axis(layout)
         signed = render.polarity != "absolute"
         attribution = attribution.sum(axis=channels) if signed else np.abs(attribution).max(axis=channels)
     outline = None if segments is None else segment_borders(segments).astype(np.float32)

@@ -13,3 +13,13 @@ def spatial_size(shape: tuple[int, ...], layout: str) -> tuple[int, int]:
 def over_channels(masks: np.ndarray, layout: str) -> np.ndarray:
     """(n, H, W) -> a view that broadcasts over (n, *image shape): one value for every channel of a pixel."""
     return masks[:, None, :, :] if layout == "NCHW" else masks[:, :, :, None]
+
+
+def channel_axis(layout: str) -> int:
+    """The channel axis of one image (no batch axis)."""
+    return 0 if layout == "NCHW" else 2
+
+
+def image_shape(channels: int, height: int, width: int, layout: str) -> tuple[int, int, int]:
+    """One image's shape in the layout."""
+    return (channels, height, width) if layout == "NCHW" else (height, width, channels)

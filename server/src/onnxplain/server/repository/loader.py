@@ -15,6 +15,7 @@ from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
 from onnxplain.server.engine.session import ModelSession
+from onnxplain.server.imaging.layout import image_shape
 from onnxplain.server.imaging.preprocess import target_size
 from onnxplain.server.observability.metrics import batch_observer
 from onnxplain.server.repository.config import ModelConfig, read_model_config
@@ -138,6 +139,6 @@ def _warm_up(session: ModelSession, signature: ModelSignature, config: ModelConf
     channels = signature.channels or (config.preprocessing.channels if config.preprocessing else None)
     if None in (height, width, channels):
         return signature.num_classes
-    shape = (channels, height, width) if signature.layout == "NCHW" else (height, width, channels)
+    shape = image_shape(channels, height, width, signature.layout)
     scores = session.run(np.zeros((1, *shape), dtype=np.float32))
     return int(scores.shape[1])

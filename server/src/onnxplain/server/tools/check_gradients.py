@@ -36,6 +36,7 @@ from onnxplain.server.engine.backward.rulesets.base import GRADIENT
 from onnxplain.server.engine.gradients import BackwardSpec, backward_graph
 from onnxplain.server.engine.providers import CPU
 from onnxplain.server.engine.session import create_session, session_options
+from onnxplain.server.imaging.layout import image_shape
 from onnxplain.server.repository.signature import ModelSignature, SignatureError, read_signature
 
 RULE_SETS = {GRADIENT.name: GRADIENT}
@@ -67,7 +68,7 @@ def sample_shape(signature: ModelSignature, size: Sequence[int] | None) -> tuple
     channels = signature.channels
     if channels is None:
         raise CannotCheck(f"input {signature.input.name!r} has a dynamic channel count {_show(signature.input.shape)}")
-    return (channels, height, width) if signature.layout == "NCHW" else (height, width, channels)
+    return image_shape(channels, height, width, signature.layout)
 
 
 @dataclass(frozen=True)

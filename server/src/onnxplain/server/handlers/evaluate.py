@@ -6,6 +6,7 @@ the table compares methods, not draws.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 import zlib
@@ -241,6 +242,7 @@ def _context(
     def rng(metric: str) -> np.random.Generator:
         return np.random.default_rng([seed, index, zlib.crc32(metric.encode())])
 
+    @functools.cache  # pointing_game and mass_in_region share it
     def region_maps() -> np.ndarray:
         if image.geometry is None:
             return spatial

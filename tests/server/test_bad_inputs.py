@@ -169,6 +169,27 @@ def test_non_finite_tensor_values_are_invalid_argument(demo_client: Client, valu
     refused(lambda: demo_client.predict(DEMO, array), INVALID, "NaN or infinite")
 
 
+def test_a_tensor_naming_absurd_dimensions_is_invalid_argument_naming_the_image(demo_client: Client) -> None:
+    # An empty tensor passes the byte count whatever its other dimensions claim.
+    image = pb.Image(tensor=tensor_pb2.Tensor(dtype=tensor_pb2.DATA_TYPE_FLOAT32, shape=[0, 2**62], data=b""))
+    refused(lambda: demo_client.predict(DEMO, image), INVALID, "image 0", "beyond the limits")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"seed": 1e308}, "at most 1e+15 in magnitude"),
+        ({"seed": -1}, "must be at least 0"),
+        ({"steps": 1001}, "gausslegendre takes at most 1000 steps"),
+    ],
+)
+def test_parameters_beyond_what_the_method_can_compute_are_invalid_argument(
+    demo_client: Client, parameters: dict, message: str
+) -> None:
+    method = "integrated_gradients" if "steps" in parameters else "smoothgrad"
+    refused(lambda: demo_client.explain(DEMO, digit_tensor(), method=method, **parameters), INVALID, message)
+
+
 # ---- models and versions -------------------------------------------------------------------------------------------
 
 

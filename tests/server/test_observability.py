@@ -203,6 +203,18 @@ def test_open_inference_protocol_calls_count_their_batch_as_forward_passes(serve
     assert grew(before, after, "onnxplain_forward_passes_total", model="digits", method="") == 5
 
 
+def test_open_inference_protocol_metadata_calls_are_labelled_with_their_model(server) -> None:
+    """ModelMetadata and ModelReady name the model `name`, not `model_name`."""
+    before = scrape(server)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelMetadata(oip_pb.ModelMetadataRequest(name="digits"), timeout=30)
+        stub.ModelReady(oip_pb.ModelReadyRequest(name="digits"), timeout=30)
+    after = scrape_counting(server, before, calls=2)
+    for rpc in ("ModelMetadata", "ModelReady"):
+        assert grew(before, after, "onnxplain_requests_total", rpc=rpc, model="digits", method="", code="OK") == 1
+
+
 def test_model_state_is_read_from_the_registry(server) -> None:
     samples = scrape(server)
     for state in ("unloaded", "loading", "ready", "unavailable"):

@@ -42,7 +42,9 @@ class Call:
         """Model, method and image count from a unary request; an ExplainStreamRequest wraps an ExplainRequest."""
         if _has(request, "request"):
             request = request.request
-        self.model = str(getattr(request, "model_name", ""))[:_MAX_LOGGED_NAME]
+        # Our API and OIP's ModelInfer name the model `model_name`; OIP's ModelReady and ModelMetadata call it `name`.
+        field = "model_name" if _has(request, "model_name") else "name"
+        self.model = str(getattr(request, field, ""))[:_MAX_LOGGED_NAME]
         self.method = ",".join(sorted(set(_methods(request))))[:_MAX_LOGGED_NAME]
         self.images = len(request.images) if _has(request, "images") else 0
 

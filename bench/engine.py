@@ -19,21 +19,21 @@ import onnxruntime as ort
 import yaml
 from common import log, settle
 from models import DEMO, DEMO_FOLDER, BenchModel, onnx_file, torch_module
+from plan import Plan
 from torch import nn
 
 from onnxplain.server.engine.cancel import CancelToken
-from onnxplain.server.engine.providers import CPU
+from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.session import create_session, session_options
 from onnxplain.server.handlers.explain import explain
 from onnxplain.server.handlers.schema import ExplainQuery, ExplainResult, ImageInput, TargetQuery
 from onnxplain.server.repository.loader import load_model
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.registry import ModelRegistry
-from onnxplain.server.settings import ServerSettings
+from onnxplain.server.settings import Device, ServerSettings
 
-BATCH_SIZES = (1, 4, 8, 16)
-# Each batch size is timed on whole batches for at least Engine.selection_seconds, in a few interleaved trials; its
-# fastest trial counts (noise only ever adds time).
+# Each of the plan's batch sizes is timed on whole batches for at least plan.selection_seconds, in a few interleaved
+# trials; its fastest trial counts (noise only ever adds time).
 BATCH_SELECTION_TRIALS = 3
 # Untimed runs before a timed block of one candidate: the other candidate's idle threads stop spinning meanwhile.
 SETTLE_SECONDS = 0.2
@@ -51,6 +51,7 @@ class Served:
     plain: ort.InferenceSession
     image: np.ndarray
     target: int
+    batch_sizes: tuple[int, ...]
     selection_seconds: float
     best: int | None = None
 
@@ -74,11 +75,11 @@ class Served:
     def best_batch(self) -> int:
         """The fastest batch size for plain forwards (ranked once per model)."""
         if self.best is None:
-            for batch in BATCH_SIZES:
+            for batch in self.batch_sizes:
                 self.forwards(batch, batch)()  # first runs allocate
             rates: dict[int, float] = {}
             for _ in range(BATCH_SELECTION_TRIALS):
-                for batch in BATCH_SIZES:
+                for batch in self.batch_sizes:
                     rates[batch] = max(rates.get(batch, 0.0), self._rate(batch))
             log(f"{self.label}: plain forwards, images/s by batch size: {_rates(rates)}")
             self.best = max(rates, key=rates.get)
@@ -105,18 +106,23 @@ class Served:
 
 
 class Engine:
-    def __init__(self, repository: Path, threads: int, cache: Path, selection_seconds: float) -> None:
+    """The models of a run, loaded on `device`: the engine and the limit on its ONNX Runtime provider, the peers'
+    torch modules on the same device."""
+
+    def __init__(self, repository: Path, threads: int, cache: Path, plan: Plan, device: Device = "cpu") -> None:
         self.threads = threads
         self.cache = cache
-        self.selection_seconds = selection_seconds
-        self.settings = ServerSettings(model_repository=repository, device="cpu", threads=threads)
+        self.plan = plan
+        self.settings = ServerSettings(model_repository=repository, device=device, threads=threads)
+        self.providers = choose_providers(device)
+        self.torch_device = "cuda" if device == "cuda" else "cpu"
         self.registry = ModelRegistry(repository, lambda source: load_model(source, self.settings))
         self._served: dict[BenchModel, Served] = {}
         self._modules: dict[BenchModel, nn.Module] = {}
 
     def module(self, spec: BenchModel) -> nn.Module:
         if spec not in self._modules:
-            self._modules[spec] = torch_module(spec)
+            self._modules[spec] = torch_module(spec).to(self.torch_device)
         return self._modules[spec]
 
     def onnx(self, spec: BenchModel) -> Path:
@@ -130,11 +136,14 @@ class Engine:
             write_model(self.settings.model_repository, spec, path)
             self.registry.load(spec.name)
             model = self.registry.get(spec.name)
-            plain = create_session(path, session_options(self.threads), [CPU])
+            plain = create_session(path, session_options(self.threads), self.providers)
             image = np.random.default_rng(0).normal(size=spec.input_shape).astype(np.float32)
             target = int(np.argmax(model.session.run(image[None])[0]))
             module = self.module(spec)
-            self._served[spec] = Served(spec, module, model, plain, image, target, self.selection_seconds)
+            plan = self.plan
+            self._served[spec] = Served(
+                spec, module, model, plain, image, target, plan.batch_sizes, plan.selection_seconds
+            )
         return self._served[spec]
 
     def explain(

@@ -22,11 +22,11 @@ CALL_TIMEOUT = 600.0
 
 
 @contextmanager
-def serving(repository: Path, threads: int, *flags: str) -> Iterator[Client]:
-    """A server on `repository` (every model loaded at start) with `threads` ONNX Runtime threads, and a client
-    connected to it; the server stops afterwards."""
+def serving(repository: Path, threads: int, device: str) -> Iterator[Client]:
+    """A server on `repository` (every model loaded at start) with `threads` ONNX Runtime threads on `device`, and a
+    client connected to it; the server stops afterwards."""
     command = [sys.executable, "-m", "onnxplain.client.cli.main", "serve", "--model-repository", str(repository)]
-    command += ["--port", "0", "--threads", str(threads), "--log-level", "WARNING", *flags]
+    command += ["--port", "0", "--threads", str(threads), "--device", device, "--log-level", "WARNING"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     port, output, ready = [0], [], threading.Event()

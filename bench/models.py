@@ -107,7 +107,7 @@ def export(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (torch.zeros((1, *input_shape)),),
+            (torch.zeros((1, *input_shape), device=next(module.parameters()).device),),
             buffer,
             input_names=["input"],
             output_names=["scores"],

@@ -1,4 +1,5 @@
-"""How much work each row does: the full run sized to finish in minutes on a 2-core CPU, --quick in seconds.
+"""How much work each row does: the full run sized to finish in minutes on a 2-core CPU, --quick in seconds, and the
+GPU run (--device cuda) at the sizes users ask for: RISE with 4000 masks, occlusion 16x16 stride 8, 50 steps.
 
 ONNX Runtime runs a ResNet-50 at about 25 images/s on these 2 cores and a MobileNetV3 at about 300 (RESULTS.md),
 so the 224x224 models run fewer masks, windows and calls than a user would ask for; the scaling rows show that time
@@ -7,6 +8,7 @@ grows linearly in passes, so the ratios hold at any count.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from models import DIGITS, BenchModel
@@ -17,7 +19,8 @@ class Plan:
     repeat: int
     # Timed runs per round of a call that takes milliseconds (single saliency, Grad-CAM ... calls).
     short_runs: int
-    # Seconds each batch size runs, per trial, when the limit's best batch size is chosen.
+    # The limit runs plain forwards at the fastest of these batch sizes, each run for `selection_seconds` per trial.
+    batch_sizes: tuple[int, ...]
     selection_seconds: float
     # Row 1: RISE (model, masks); occlusion (model, window, stride).
     rise: tuple[tuple[BenchModel, int], ...]
@@ -61,6 +64,7 @@ TINY = _tiny(32)
 FULL = Plan(
     repeat=3,
     short_runs=3,
+    batch_sizes=(1, 4, 8, 16),
     selection_seconds=0.1,
     rise=((DIGITS, 4000), (MOBILENET, 128), (RESNET, 24)),
     occlusion=((DIGITS, 16, 8), (MOBILENET, 16, 16), (RESNET, 56, 56)),
@@ -82,6 +86,7 @@ FULL = Plan(
 QUICK = Plan(
     repeat=1,
     short_runs=1,
+    batch_sizes=(1, 4, 8, 16),
     selection_seconds=0.01,
     rise=((DIGITS, 64), (TINY, 64)),
     occlusion=((DIGITS, 16, 8), (TINY, 8, 4)),
@@ -98,4 +103,23 @@ QUICK = Plan(
     scaling_masks=32,
     mask_counts=(16,),
     step_counts=(4,),
+)
+
+# An H100 runs a ResNet-50 forward at thousands of images/s: full-size work, more rounds, GPU-sized batches.
+GPU = dataclasses.replace(
+    FULL,
+    repeat=5,
+    short_runs=10,
+    batch_sizes=(16, 32, 64, 128, 256),
+    selection_seconds=0.2,
+    rise=((DIGITS, 4000), (MOBILENET, 4000), (RESNET, 4000)),
+    occlusion=((DIGITS, 4, 2), (MOBILENET, 16, 8), (RESNET, 16, 8)),
+    gradient_models=((DIGITS, 50), (MOBILENET, 50), (RESNET, 50)),
+    all_classes_rise=((DIGITS, 4000), (MOBILENET, 1000)),
+    all_classes_gradients=(DIGITS, MOBILENET),
+    transport_rise=((DIGITS, 4000), (RESNET, 4000)),
+    concurrency_model=RESNET,
+    scaling_masks=1000,
+    mask_counts=(500, 1000, 2000, 4000),
+    step_counts=(16, 32, 64, 128),
 )

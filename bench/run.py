@@ -10,7 +10,7 @@ process with the same threads: ONNX Runtime intra-op = torch = the usable cores,
   6  time against image size, number of masks and number of steps (ms per pass)
 The claim is the ratios, not the seconds: plan.py sizes the work to finish in minutes on a 2-core CPU.
 
-    python bench/run.py [--rows 1 2 ...] [--repeat N] [--markdown] [--quick]
+    python bench/run.py [--rows 1 2 ...] [--repeat N] [--markdown] [--quick] [--device cuda]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 from bench_context import Bench
-from common import cpu_cores, load_average, machine_description, print_description, print_table
+from common import cpu_cores, load_average, log, machine_description, print_description, print_table
 from engine import Engine
-from plan import FULL, QUICK
+from plan import FULL, GPU, QUICK
 from rows import all_classes, concurrency, gradients, perturbation, scaling, transport
 from table import COLUMNS
 
@@ -43,7 +43,7 @@ CACHE = Path(__file__).parent / ".cache"
 
 def main() -> int:
     args = parse_args()
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else GPU if args.device == "cuda" else FULL
     if args.repeat:
         plan = dataclasses.replace(plan, repeat=args.repeat)
     threads = cpu_cores()
@@ -51,15 +51,20 @@ def main() -> int:
     description = machine_description()
     description["threads"] = f"ONNX Runtime intra-op {threads}, torch {torch.get_num_threads()}"
     description["load before"] = load_average()
-    print_description(description, args.markdown)
     started = time.perf_counter()
     table = []
     with tempfile.TemporaryDirectory(prefix="onnxplain-bench-") as workspace:
         repository = Path(workspace) / "engine"
         repository.mkdir()
-        bench = Bench(plan, Engine(repository, threads, args.cache, plan.selection_seconds), threads, Path(workspace))
+        engine = Engine(repository, threads, args.cache, plan, args.device)
+        description["providers"] = ", ".join(str(provider) for provider in engine.providers)
+        print_description(description, args.markdown)
+        bench = Bench(plan, engine, threads, Path(workspace))
         for family in args.rows:
-            table.extend(FAMILIES[family].rows(bench))
+            rows = FAMILIES[family].rows(bench)
+            for row in rows:
+                log(" | ".join(row.cells()))  # kept if a later family fails or runs out of time
+            table.extend(rows)
     print_table(COLUMNS, [row.cells() for row in table], args.markdown)
     print()
     print(f"load after: {load_average()}; the run took {time.perf_counter() - started:.0f} s")
@@ -72,6 +77,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="rounds; each figure is their median (default 3, --quick 1)")
     parser.add_argument("--markdown", action="store_true", help="print the table in Markdown, for RESULTS.md")
     parser.add_argument("--quick", action="store_true", help="tiny models, one round: seconds (the smoke test)")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: CUDA provider, torch on the GPU, the GPU plan"
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help="where exported ONNX files are kept")
     args = parser.parse_args()
     if args.repeat is not None and args.repeat < 1:

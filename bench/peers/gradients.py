@@ -15,42 +15,44 @@ import torch
 from captum.attr import GuidedBackprop, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
+from peers import batch_of_one, on_host
+
 PeerFactory = Callable[[nn.Module, np.ndarray, int, dict], Callable[[], np.ndarray]]
 
 
 def saliency(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Callable[[], np.ndarray]:
-    explainer, inputs = Saliency(module), torch.from_numpy(image)[None]
-    return lambda: explainer.attribute(inputs, target=target, abs=True).amax(dim=1)[0].numpy()
+    explainer, inputs = Saliency(module), batch_of_one(module, image)
+    return lambda: on_host(explainer.attribute(inputs, target=target, abs=True).amax(dim=1)[0])
 
 
 def integrated_gradients(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Callable[[], np.ndarray]:
     """Captum's defaults (Gauss-Legendre, zero baseline), the steps in batches of options["batch"]."""
-    explainer, inputs = IntegratedGradients(module), torch.from_numpy(image)[None]
+    explainer, inputs = IntegratedGradients(module), batch_of_one(module, image)
 
     def run() -> np.ndarray:
         attribution = explainer.attribute(
             inputs, target=target, n_steps=options["steps"], internal_batch_size=options["batch"]
         )
-        return attribution[0].detach().numpy()
+        return on_host(attribution[0])
 
     return run
 
 
 def grad_cam(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Callable[[], np.ndarray]:
     """LayerGradCam on the module whose output the last global pool reads, upsampled bilinearly to the input."""
-    inputs = torch.from_numpy(image)[None]
+    inputs = batch_of_one(module, image)
     explainer = LayerGradCam(module, feature_layer(module, inputs))
 
     def run() -> np.ndarray:
         cam = explainer.attribute(inputs, target=target, relu_attributions=True)
-        return LayerAttribution.interpolate(cam, tuple(image.shape[1:]), "bilinear")[0, 0].detach().numpy()
+        return on_host(LayerAttribution.interpolate(cam, tuple(image.shape[1:]), "bilinear")[0, 0])
 
     return run
 
 
 def guided_backprop(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Callable[[], np.ndarray]:
-    explainer, inputs = GuidedBackprop(module), torch.from_numpy(image)[None]
-    return lambda: explainer.attribute(inputs, target=target)[0].detach().numpy()
+    explainer, inputs = GuidedBackprop(module), batch_of_one(module, image)
+    return lambda: on_host(explainer.attribute(inputs, target=target)[0])
 
 
 def lrp(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Callable[[], np.ndarray]:
@@ -60,14 +62,14 @@ def lrp(module: nn.Module, image: np.ndarray, target: int, options: dict) -> Cal
     composites, canonizers = zennit("composites"), zennit("canonizers")
     modified = copy.deepcopy(module)
     composites.EpsilonPlusFlat(canonizers=[canonizers.SequentialMergeBatchNorm()]).register(modified)
-    inputs = torch.from_numpy(image)[None].requires_grad_(True)
+    inputs = batch_of_one(modified, image).requires_grad_(True)
 
     def run() -> np.ndarray:
         scores = modified(inputs)
         start = torch.zeros_like(scores)
         start[0, target] = scores[0, target].detach()
         (relevance,) = torch.autograd.grad(scores, inputs, start)
-        return relevance[0].numpy()
+        return on_host(relevance[0])
 
     return run
 

@@ -42,7 +42,7 @@ def rows(bench: Bench) -> list[Row]:
     }
     samples: dict[tuple[str, str], list[float]] = {}
     limits = []
-    with serving(repository, bench.threads) as client:
+    with serving(repository, bench.threads, bench.engine.settings.device) as client:
         for index in range(plan.repeat):
             log(f"{served.label} {plan.clients} clients: round {index + 1}/{plan.repeat}")
             limits.append(per_image_forward(served, plan.clients))

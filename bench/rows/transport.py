@@ -29,7 +29,7 @@ def rows(bench: Bench) -> list[Row]:
     for spec in specs:
         write_model(repository, spec, bench.engine.onnx(spec))
     results = []
-    with serving(repository, bench.threads) as client:
+    with serving(repository, bench.threads, bench.engine.settings.device) as client:
         for spec, masks in plan.transport_rise:
             params = {"num_masks": masks, "seed": 0}
             results.append(transport_row(bench, client, bench.engine.serve(spec), "rise", params, 1))

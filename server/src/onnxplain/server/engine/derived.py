@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.pinned import ShapePinnedSession
 from onnxplain.server.engine.scheduler import RunScheduler
-from onnxplain.server.engine.session import create_session, run_guarded, session_options
+from onnxplain.server.engine.session import Session, create_session, run_guarded, session_options
 from onnxplain.server.errors import Unavailable
 
 GraphBuilder = Callable[[onnx.ModelProto], onnx.ModelProto]
@@ -43,7 +43,7 @@ class DerivedSession:
     One call is one ONNX Runtime run; `runs_for` and `images_per_run` let a PassCounter count it like the main
     session (the caller records the images each run scored)."""
 
-    def __init__(self, session: ort.InferenceSession, scheduler: RunScheduler | None = None) -> None:
+    def __init__(self, session: Session, scheduler: RunScheduler | None = None) -> None:
         self._session = session
         self._scheduler = scheduler
         self.input_names = tuple(value.name for value in session.get_inputs())
@@ -58,6 +58,11 @@ class DerivedSession:
     @property
     def providers(self) -> list[str]:
         return self._session.get_providers()
+
+    @property
+    def pins_shapes(self) -> bool:
+        """Whether each input shape has a session of its own (CUDA, engine/pinned.py): callers keep shapes few."""
+        return isinstance(self._session, ShapePinnedSession)
 
     def runs_for(self, images: int) -> int:
         return 1

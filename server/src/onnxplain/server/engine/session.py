@@ -11,12 +11,15 @@ import onnx
 import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.pinned import ShapePinnedSession, padded_rows
+from onnxplain.server.engine.providers import CUDA
 from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
 
 _ORT_ERROR_LEVEL = 3
 _IR_VERSION_LIMIT = re.compile(r"Unsupported model IR version: \d+, max supported IR version: (\d+)")
 _INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
+Session = ort.InferenceSession | ShapePinnedSession
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -84,6 +87,11 @@ class ModelSession(FixedBatchRuns):
     def providers(self) -> list[str]:
         return self._session.get_providers()
 
+    @property
+    def pins_shapes(self) -> bool:
+        """Whether each input shape has an ONNX Runtime session of its own (CUDA, engine/pinned.py)."""
+        return isinstance(self._session, ShapePinnedSession)
+
     def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
         """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""
         (scores,) = run_in_chunks([batch], self.fixed_batch, lambda chunk: [self._run_once(chunk[0], token)])
@@ -107,15 +115,13 @@ def run_in_chunks(
     parts = []
     for start in range(0, rows, step):
         chunk = [array[start : start + step] for array in arrays]
-        missing = step - len(chunk[0])
-        if missing:
-            chunk = [np.concatenate([part, np.repeat(part[-1:], missing, axis=0)]) for part in chunk]
-        parts.append([output[: step - missing] for output in run(chunk)])
+        kept = len(chunk[0])
+        parts.append([output[:kept] for output in run([padded_rows(part, step) for part in chunk])])
     return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
 
 def run_guarded(
-    session: ort.InferenceSession,
+    session: Session,
     output_names: list[str],
     feed: dict[str, np.ndarray],
     token: CancelToken | None,
@@ -130,13 +136,13 @@ def run_guarded(
         token.raise_if_cancelled()
     try:
         if scheduler is None:
-            return session.run(output_names, feed, token.run_options if token else None)
+            return _run(session, output_names, feed, token.run_options if token else None, mergeable)
         names = list(feed)
         rows = tuple((name, feed[name].shape[1:], feed[name].dtype.str) for name in names)
         key = (id(session), tuple(output_names), rows) if mergeable else None
 
         def runner(arrays: list[np.ndarray], options: ort.RunOptions | None) -> list[np.ndarray]:
-            return session.run(output_names, dict(zip(names, arrays, strict=True)), options)
+            return _run(session, output_names, dict(zip(names, arrays, strict=True)), options, mergeable)
 
         return scheduler.run(runner, [feed[name] for name in names], token, key=key)
     except (Cancelled, ResourceExhausted):
@@ -147,18 +153,46 @@ def run_guarded(
         raise _classify_run_error(error, shape) from error
 
 
-def create_session(model: Path | onnx.ModelProto, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
-    """A session from a file or a graph in memory; a model stamped with a newer IR version than this ONNX Runtime
-    reads (recent onnx releases stamp the newest by default) is retried with the highest IR version it accepts."""
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+def _run(
+    session: Session,
+    output_names: list[str],
+    feed: dict[str, np.ndarray],
+    options: ort.RunOptions | None,
+    rows_aligned: bool,
+) -> list[np.ndarray]:
+    """One run; a shape-pinned session pads rows-aligned runs to its buckets."""
+    if isinstance(session, ShapePinnedSession):
+        return session.run(output_names, feed, options, rows_aligned=rows_aligned)
+    return session.run(output_names, feed, options)
+
+
+def pins_shapes(providers: Sequence[str | tuple[str, dict]]) -> bool:
+    """Whether sessions on these providers get one ONNX Runtime session per input shape (engine/pinned.py)."""
+    first = providers[0] if providers else None
+    return (first[0] if isinstance(first, tuple) else first) == CUDA
+
+
+def create_session(model: Path | onnx.ModelProto, options: ort.SessionOptions, providers: list) -> Session:
+    """A session from a file or a graph in memory: one ONNX Runtime session per input shape on CUDA
+    (engine/pinned.py), a single one elsewhere."""
+    source = model if isinstance(model, Path) else model.SerializeToString()
+    if pins_shapes(providers):
+        # Later shapes' sessions are created from the serialised graph (a derived graph exists nowhere else).
+        return ShapePinnedSession(lambda: _new_session(source, options, providers))
+    return _new_session(source, options, providers)
+
+
+def _new_session(source: Path | bytes, options: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    """A model stamped with a newer IR version than this ONNX Runtime reads (recent onnx releases stamp the newest
+    by default) is retried with the highest IR version it accepts."""
     try:
-        return ort.InferenceSession(source, options, providers=providers)
+        return ort.InferenceSession(str(source) if isinstance(source, Path) else source, options, providers=providers)
     except Exception as error:
         supported = _IR_VERSION_LIMIT.search(str(error))
         if supported is None:
             raise
-    if isinstance(model, Path):
-        model = onnx.load(str(model))  # with external data, resolved beside the file
+    # A file's external data is resolved beside it.
+    model = onnx.load(str(source)) if isinstance(source, Path) else onnx.load_from_string(source)
     model.ir_version = int(supported.group(1))
     return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 

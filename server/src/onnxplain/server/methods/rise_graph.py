@@ -5,8 +5,9 @@ matrices (rise_masks.interpolation_matrices: the upsampling with the random crop
 batch) and the target indices, and returns the batch's (T, H*W) score-weighted mask sums and (H*W,) mask sums. So
 ONNX Runtime's own threads build the masked images, and on a GPU nothing crosses the bus but the grids and the sums.
 Only standard ai.onnx ops that the CUDA provider registers at opsets 11-18 (MatMul, Reshape, Sub, Mul, Add, Softmax,
-Gather, Transpose, ReduceSum) are added, so the CUDA provider can run the whole graph (not yet checked on a GPU; from
-opset 19 on, Reshape and Transpose get versions older CUDA builds lack, see shared/reference/onnx-backward.md §6).
+Gather, Transpose, ReduceSum) are added, so the CUDA provider runs the whole graph: on an H100 (onnxruntime-gpu
+1.31.1) every node of the RISE graphs of MobileNetV3 and ResNet-50 ran on it (bench/placement.py, RESULTS.md). From
+opset 19 on, Reshape and Transpose get versions older CUDA builds lack (shared/reference/onnx-backward.md §6).
 The batch axis is dynamic: one graph serves every batch size; image size and grid size are fixed per graph and part
 of its cache key.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxplain.server.engine.pinned import bucket_rows
 from onnxplain.server.engine.providers import CUDA
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.imaging.layout import spatial_size
@@ -117,9 +119,12 @@ class RiseGraph:
     def run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(T, H*W) sum of score-weighted masks and (H*W,) sum of masks over the batch, float64, counting the passes
         in the job's scorer. A fixed-batch model runs in chunks of its size; a short last chunk is padded with empty
-        masks, which add nothing to either sum."""
+        masks, which add nothing to either sum. On a session pinned to its shapes (CUDA, engine/pinned.py) a batch is
+        padded to a power of two or the job's batch size, so RISE keeps to a few shapes whatever the number of masks."""
         count = len(feed["grids"])
-        step = self.fixed_batch or count
+        step = self.fixed_batch or (
+            min(bucket_rows(count), max(count, self.job.batch_size)) if self.session.pins_shapes else count
+        )
         weighted, mask_sum = 0.0, 0.0
         for start in range(0, count, step):
             chunk = {role: _padded(array[start : start + step], step) for role, array in feed.items()}

@@ -57,7 +57,8 @@ def run_method(
 def batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:
     """Images per run for perturbed copies of `tensor`, within the batch memory budget and the model's caps."""
     bytes_per_image = int(tensor.nbytes * (1.0 + model.signature.activation_ratio))
-    max_batch = model.config.max_batch_size or settings.max_batch_size or default_max_batch(model.session.providers)
+    default = default_max_batch(model.session.providers, bytes_per_image)
+    max_batch = model.config.max_batch_size or settings.max_batch_size or default
     return batch_size_for(bytes_per_image, settings.batch_memory, max_batch, model.signature.fixed_batch)
 
 

@@ -67,12 +67,20 @@ class BackwardResult:
 
 class BackwardSession(FixedBatchRuns):
     def __init__(
-        self, session: DerivedSession, feature_map: FeatureMap | None, spec: BackwardSpec, fixed_batch: int | None
+        self,
+        session: DerivedSession,
+        feature_map: FeatureMap | None,
+        spec: BackwardSpec,
+        fixed_batch: int | None,
+        model_output: str = "",
     ) -> None:
         self._session = session
         self.feature_map = feature_map
         self.spec = spec
         self.fixed_batch = fixed_batch
+        # The graph's first output is the explained tensor: the model's own output unless a trailing Softmax was
+        # skipped (logits) or added (probability), so only then are its rows the scores a forward would give.
+        self.scores_are_model_output = session.output_names[0] == model_output
         self._image_input, self._seed_input = session.input_names
         self.seed_shape = session.input_shapes[self._seed_input]
 
@@ -134,7 +142,7 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
     if noted:
         fields = json.loads(noted)
         feature_map = FeatureMap(fields["tensor"], fields["channel_axis"], tuple(fields["spatial_axes"]))
-    return BackwardSession(session, feature_map, spec, model.signature.fixed_batch)
+    return BackwardSession(session, feature_map, spec, model.signature.fixed_batch, model.signature.output.name)
 
 
 def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec, probe: ShapeProbe) -> FeatureMap:

@@ -8,6 +8,7 @@ import numpy as np
 
 from onnxplain.server.engine.batching import batch_size_for, default_max_batch
 from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.imaging.layout import channel_axis
 from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, ProgressCallback, Scorer
 from onnxplain.server.methods.parameters import parse_parameters
@@ -31,16 +32,17 @@ def run_method(
     method: AttributionMethod,
     params: dict[str, Any],
     tensor: np.ndarray,
-    scores: np.ndarray,
+    scores: np.ndarray | None,
     scorer: Scorer,
     settings: ServerSettings,
     *,
     segments: np.ndarray | None = None,
     progress: ProgressCallback | None = None,
-) -> Attribution:
-    """The method's maps of `tensor` (raw scores `scores`) for the scorer's targets; the passes land in the scorer.
-    `params` are the checked parameters; the method fills in defaults it derives from the image, so give each
-    image its own copy."""
+) -> tuple[Attribution, np.ndarray]:
+    """The method's maps of `tensor` for the scorer's targets, and the image's raw scores: `scores` when given, else
+    those the method's own run gave (a forward pass when it gave none). The passes land in the scorer. `params` are
+    the checked parameters; the method fills in defaults it derives from the image, so give each image its own
+    copy."""
     job = ExplainJob(
         model=scorer.model,
         image=tensor,
@@ -51,7 +53,10 @@ def run_method(
         max_forward_passes=settings.limits.max_forward_passes,
         segments=segments,
     )
-    return method.attribute(job, params)
+    attribution = method.attribute(job, params)
+    if job.scores is None:
+        job.scores = score_images(scorer.model, [tensor], scorer.token, scorer.passes)[0]
+    return attribution, job.scores
 
 
 def batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:

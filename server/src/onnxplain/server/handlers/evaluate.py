@@ -214,7 +214,8 @@ def _explain(
     settings: ServerSettings,
 ) -> np.ndarray:
     assert explainer.method is not None
-    return run_method(explainer.method, params, tensor, scores, scorer, settings).maps
+    attribution, _ = run_method(explainer.method, params, tensor, scores, scorer, settings)
+    return attribution.maps
 
 
 def _explain_unscored(explainer: Explainer, tensor: np.ndarray, scorer: Scorer, settings: ServerSettings) -> np.ndarray:

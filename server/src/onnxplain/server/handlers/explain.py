@@ -21,7 +21,7 @@ from onnxplain.server.handlers.schema import (
     RenderQuery,
     TargetMap,
 )
-from onnxplain.server.handlers.targets import resolve_targets
+from onnxplain.server.handlers.targets import needs_scores, resolve_targets
 from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
 from onnxplain.server.imaging.layout import channel_axis
@@ -48,21 +48,26 @@ def explain(
     prepared = prepare_images(model, query.images, settings.limits)
     tensors = [image.tensor for image in prepared]
     passes = PassCounter()
-    base_scores = score_images(model, tensors, token, passes)
+    # A single-pass method asked for named classes runs the image itself in its backward graph, which gives the
+    # image's scores too: no scoring forward before it (on ResNet-50, a third of a saliency call).
+    deferred = method.single_pass and model.num_classes is not None and not needs_scores(query.targets)
+    base_scores = [None] * len(tensors) if deferred else score_images(model, tensors, token, passes)
     # Every image's targets are checked before any method pass runs.
     limit = settings.limits.max_targets
-    targets_per_image = [resolve_targets(query.targets, scores, model.labels, limit) for scores in base_scores]
+    targets_per_image = [
+        resolve_targets(query.targets, scores, model.labels, limit, model.num_classes or 0) for scores in base_scores
+    ]
     explanations, used_params = [], []
     # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
     map_shape = "input" if method.family == "visualization" else query.attribution_shape
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token)
-        target_scores = scorer.select(scores[None, :])[0]
+        target_scores = None if scores is None else scorer.select(scores[None, :])[0]
         report = progress and _image_progress(progress, index, model, targets, target_scores, started)
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
         with nullcontext() if method.single_pass else model.explanations.hold(token):
-            attribution = run_method(
+            attribution, scores = run_method(
                 method,
                 used_params[-1],
                 image.tensor,
@@ -72,6 +77,7 @@ def explain(
                 segments=image.segments,
                 progress=report,
             )
+        target_scores = scorer.select(scores[None, :])[0]
         explanations.append(
             _image_explanation(model, image, scores, targets, target_scores, attribution, query, map_shape)
         )
@@ -86,14 +92,15 @@ def _image_progress(
     image_index: int,
     model: LoadedModel,
     targets: list[int],
-    target_scores: np.ndarray,
+    target_scores: np.ndarray | None,
     started: float,
 ) -> ProgressCallback:
-    """Adapt a method's progress for one image to the request-level event the transport streams."""
+    """Adapt a method's progress for one image to the request-level event the transport streams (partial maps come
+    from multi-pass methods, which always have the image's scores first)."""
 
     def forward(progress: Progress) -> None:
         partial = []
-        if progress.partial_maps is not None:
+        if progress.partial_maps is not None and target_scores is not None:
             partial = [
                 TargetMap(c, model.label_of(c), float(score), partial_map)
                 for c, score, partial_map in zip(targets, target_scores, progress.partial_maps, strict=True)

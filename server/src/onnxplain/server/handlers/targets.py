@@ -8,10 +8,14 @@ from onnxplain.server.errors import InvalidInput
 from onnxplain.server.handlers.schema import TargetQuery
 
 
-def resolve_targets(queries: list[TargetQuery], scores: np.ndarray, labels: tuple[str, ...], limit: int) -> list[int]:
-    """Class indices in request order, duplicates removed; no query means the top-1 prediction."""
-    num_classes = len(scores)
-    ranked = np.argsort(-scores, kind="stable")
+def resolve_targets(
+    queries: list[TargetQuery], scores: np.ndarray | None, labels: tuple[str, ...], limit: int, num_classes: int = 0
+) -> list[int]:
+    """Class indices in request order, duplicates removed; no query means the top-1 prediction. Without the image's
+    scores (`needs_scores` said none was needed) the classes are counted by `num_classes`."""
+    if scores is not None:
+        num_classes = len(scores)
+    ranked = np.argsort(-scores, kind="stable") if scores is not None else None
     resolved: list[int] = []
     for query in queries or [TargetQuery(top_k=1)]:
         resolved.extend(_resolve(query, ranked, labels, num_classes))
@@ -21,7 +25,12 @@ def resolve_targets(queries: list[TargetQuery], scores: np.ndarray, labels: tupl
     return unique
 
 
-def _resolve(query: TargetQuery, ranked: np.ndarray, labels: tuple[str, ...], num_classes: int) -> list[int]:
+def needs_scores(queries: list[TargetQuery]) -> bool:
+    """Whether resolving these queries ranks the image's classes (top_k, or no query: the top-1 prediction)."""
+    return not queries or any(query.top_k is not None for query in queries)
+
+
+def _resolve(query: TargetQuery, ranked: np.ndarray | None, labels: tuple[str, ...], num_classes: int) -> list[int]:
     if query.class_index is not None:
         if not 0 <= query.class_index < num_classes:
             raise InvalidInput(
@@ -41,5 +50,6 @@ def _resolve(query: TargetQuery, ranked: np.ndarray, labels: tuple[str, ...], nu
     if query.top_k is not None:
         if not 1 <= query.top_k <= num_classes:
             raise InvalidInput(f"target top_k must be between 1 and {num_classes}, got {query.top_k}")
+        assert ranked is not None, "top_k needs the image's scores (needs_scores)"
         return [int(i) for i in ranked[: query.top_k]]
     raise InvalidInput("a target has none of class_index, label or top_k set")

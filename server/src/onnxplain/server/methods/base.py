@@ -110,17 +110,22 @@ class Scorer:
 
 @dataclass
 class ExplainJob:
-    """One image to explain. `image` is in the model's layout without batch; `scores` are its raw (K,) scores;
-    `segments` is the client's (H, W) integer segment map when the request carried one."""
+    """One image to explain. `image` is in the model's layout without batch; `scores` are its raw (K,) scores, None
+    while a single-pass method is to take them from its own run (handlers/explain.py); `segments` is the client's
+    (H, W) integer segment map when the request carried one."""
 
     model: LoadedModel
     image: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None
     scorer: Scorer
     batch_size: int
     progress: ProgressCallback | None = None
     max_forward_passes: int = 0
     segments: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.scores) if self.scores is not None else self.model.num_classes
 
     @property
     def target_scores(self) -> np.ndarray:

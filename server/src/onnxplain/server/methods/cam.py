@@ -13,7 +13,7 @@ import numpy as np
 from onnxplain.server.engine.gradients import BackwardSession, BackwardSpec
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
-from onnxplain.server.methods.gradient_base import GradientMethod, one_hot, run_rows, session_for
+from onnxplain.server.methods.gradient_base import GradientMethod, image_rows, one_hot, session_for
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.methods.registry import register
 
@@ -41,7 +41,7 @@ class CamMethod(GradientMethod):
     def read_layer(self, job: ExplainJob, params: dict[str, Any], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The layer's activations and gradients, (rows, C, h, w) each, for the image under each seed row."""
         session = session_for(job, self.spec(job, params))
-        result = run_rows(job, session, job.image[None], seeds)
+        result = image_rows(job, session, seeds)
         return channels_first(session, result.layer), channels_first(session, result.layer_gradient)
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ def session_for(job: ExplainJob, spec: BackwardSpec) -> BackwardSession:
 
 def one_hot(job: ExplainJob, classes: np.ndarray | Sequence[int]) -> np.ndarray:
     """(len(classes), K) seeds asking for one class each."""
-    seeds = np.zeros((len(classes), len(job.scores)), dtype=np.float32)
+    seeds = np.zeros((len(classes), job.num_classes), dtype=np.float32)
     seeds[np.arange(len(classes)), np.asarray(classes)] = 1.0
     return seeds
 
@@ -92,7 +92,16 @@ def _concatenated(parts: list[BackwardResult]) -> BackwardResult:
 
 def target_gradients(job: ExplainJob, spec: BackwardSpec) -> BackwardResult:
     """One row per target: the image with a one-hot seed of the target."""
-    return run_rows(job, session_for(job, spec), job.image[None], one_hot(job, job.scorer.targets))
+    return image_rows(job, session_for(job, spec), one_hot(job, job.scorer.targets))
+
+
+def image_rows(job: ExplainJob, session: BackwardSession, seeds: np.ndarray) -> BackwardResult:
+    """One row of the unaltered image per seed. A job started without the image's scores (explain skips the scoring
+    forward for single-pass methods) takes them from these rows when the graph's scores are the model's output."""
+    result = run_rows(job, session, job.image[None], seeds)
+    if job.scores is None and session.scores_are_model_output:
+        job.scores = np.asarray(result.scores[0], dtype=np.float32)
+    return result
 
 
 def channel_axis(job: ExplainJob) -> int:
@@ -107,7 +116,7 @@ def for_every_class(job: ExplainJob, spec: BackwardSpec, consume: Callable[[np.n
     def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         return np.broadcast_to(job.image[None], (stop - start, *job.image.shape)), one_hot(job, range(start, stop))
 
-    for start, stop, result in batched_rows(job, session_for(job, spec), len(job.scores), rows):
+    for start, stop, result in batched_rows(job, session_for(job, spec), job.num_classes, rows):
         consume(np.arange(start, stop), result)
 
 

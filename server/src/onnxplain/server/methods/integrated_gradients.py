@@ -61,7 +61,7 @@ class IntegratedGradients(GradientMethod):
         alphas, weights = quadrature(params["quadrature"], steps)
         baseline = baseline_image(job, params["baseline"], params["blur_sigma"])
         difference = job.image - baseline
-        seeds = np.concatenate([one_hot(job, targets), np.zeros((1, len(job.scores)))]).astype(np.float32)
+        seeds = np.concatenate([one_hot(job, targets), np.zeros((1, job.num_classes))]).astype(np.float32)
         path_rows = steps * count
 
         # Rows: every step of every target (target-major), then x' and x with zero seeds for the completeness
@@ -74,7 +74,7 @@ class IntegratedGradients(GradientMethod):
             return images.astype(np.float32), seeds[np.where(on_path, index // steps, count)]
 
         weighted = np.zeros((count, *job.image.shape))
-        end_scores = np.zeros((2, len(job.scores)))
+        end_scores = np.zeros((2, job.num_classes))
         session = session_for(job, self.spec(job, params))
         for start, stop, result in batched_rows(job, session, path_rows + 2, rows, "steps"):
             index = np.arange(start, stop)

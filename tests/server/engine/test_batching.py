@@ -1,5 +1,5 @@
-"""Batch sizes: the memory budget bounds every batch; on CPUs the default cap follows an image's bytes (inputs plus
-activations), so a small model runs bigger batches and a 224x224 model keeps the measured 16; GPUs get their own."""
+"""Batch sizes: the memory budget bounds every batch; on CPUs an explanation's cap follows an image's bytes (inputs
+plus activations), so a small model runs bigger batches and a 224x224 model the measured 8; GPUs get their own."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from onnxplain.server.engine.batching import (
     CPU_BATCH_BYTES,
     CPU_BATCH_CAP,
     CPU_MAX_BATCH,
+    CPU_MIN_BATCH,
     GPU_BATCH_CAP,
     batch_size_for,
     default_max_batch,
@@ -30,8 +31,8 @@ MIB = 1024 * 1024
         (0, CPU_BATCH_CAP),  # unknown: the image cap
         (int(0.2 * MIB), CPU_MAX_BATCH),  # the 28x28 demo
         (CPU_BATCH_BYTES // 40, 40),
-        (38 * MIB, CPU_BATCH_CAP),  # MobileNetV3 224x224
-        (106 * MIB, CPU_BATCH_CAP),  # ResNet-50 224x224: never below the image cap
+        (38 * MIB, CPU_MIN_BATCH),  # MobileNetV3 224x224
+        (106 * MIB, CPU_MIN_BATCH),  # ResNet-50 224x224: never below the floor
     ],
 )
 def test_the_cpu_cap_follows_an_images_bytes(bytes_per_image: int, expected: int) -> None:

@@ -8,15 +8,18 @@ import os
 # Upper bound of the derived budget: past this, bigger batches no longer run faster.
 _MAX_DERIVED_BUDGET = 1024 * 1024 * 1024
 _FALLBACK_BUDGET = 256 * 1024 * 1024
-# Images per run when nothing else caps it. On CPUs, throughput of 224x224 models peaks around 8-16 images and falls
-# beyond, as activations leave the caches (measured in bench/RESULTS.md); GPUs keep gaining from larger batches.
+# Images per run when nothing else caps it and an image's bytes are unknown (the scheduler's merges). On CPUs,
+# throughput of 224x224 models peaks around 8-16 images and falls beyond, as activations leave the caches (measured
+# in bench/RESULTS.md); GPUs keep gaining from larger batches.
 CPU_BATCH_CAP = 16
 GPU_BATCH_CAP = 64
-# A small model's forward is cheap and the work around each batch is not (masks, blend, the scheduler's hand-over:
-# about 0.3 ms a batch on 2 cores, against 0.8 ms for 16 forwards of the 28x28 demo), so on CPUs an explanation's
-# batch is capped in bytes of inputs and activations: 16 images of a 224x224 MobileNetV3 (38 MB each), and at most
-# CPU_MAX_BATCH images of a model that small (the demo: 0.2 MB an image).
-CPU_BATCH_BYTES = 16 * 38 * 1024 * 1024
+# An explanation's batch on CPUs is capped in bytes of inputs and activations instead. A small model's forward is
+# cheap and the work around each batch is not (masks, blend, the scheduler's hand-over: about 0.3 ms a batch on 2
+# cores, against 0.8 ms for 16 forwards of the 28x28 demo), so it gets up to CPU_MAX_BATCH images (the demo: 0.2 MB
+# an image); a 224x224 MobileNetV3 (38 MB) gets 8, which ran RISE 9% faster than 16 (474.8 against 521.9 ms for 128
+# masks, medians of 5 alternating calls, 2-core EPYC; ResNet-50 1007 against 1018 ms); nothing gets fewer than 8.
+CPU_BATCH_BYTES = 8 * 38 * 1024 * 1024
+CPU_MIN_BATCH = 8
 CPU_MAX_BATCH = 256
 
 
@@ -47,4 +50,4 @@ def default_max_batch(providers: list[str], bytes_per_image: int = 0) -> int:
         return GPU_BATCH_CAP
     if bytes_per_image <= 0:
         return CPU_BATCH_CAP
-    return min(CPU_MAX_BATCH, max(CPU_BATCH_CAP, CPU_BATCH_BYTES // bytes_per_image))
+    return min(CPU_MAX_BATCH, max(CPU_MIN_BATCH, CPU_BATCH_BYTES // bytes_per_image))

@@ -69,6 +69,7 @@ def test_other_runs_get_their_exact_shape_and_old_shapes_are_dropped(model_bytes
     assert create.created == 3  # 3, 5, then 6 (3 was still kept when it came back)
     pinned.run(None, {name: batch(5)})
     assert create.created == 4  # 5 had been dropped
+    assert pinned.get_inputs()[0].name == name  # metadata from a live session, none kept beyond the shapes
 
 
 def test_buckets_and_padding() -> None:

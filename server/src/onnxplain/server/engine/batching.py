@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 
+from onnxplain.server.engine.providers import CPU, first_provider
+
 # Upper bound of the derived budget: past this, bigger batches no longer run faster.
 _MAX_DERIVED_BUDGET = 1024 * 1024 * 1024
 _FALLBACK_BUDGET = 256 * 1024 * 1024
@@ -44,9 +46,9 @@ def default_batch_memory() -> int:
     return max(_FALLBACK_BUDGET // 4, min(_MAX_DERIVED_BUDGET, available // 4))
 
 
-def default_max_batch(providers: list[str], bytes_per_image: int = 0) -> int:
+def default_max_batch(providers: list, bytes_per_image: int = 0) -> int:
     """Images per run on these providers; on CPUs, more for images of fewer bytes (inputs plus activations)."""
-    if providers and providers[0] != "CPUExecutionProvider":
+    if first_provider(providers) not in (None, CPU):
         return GPU_BATCH_CAP
     if bytes_per_image <= 0:
         return CPU_BATCH_CAP

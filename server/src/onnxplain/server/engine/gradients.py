@@ -72,7 +72,7 @@ class BackwardSession(FixedBatchRuns):
         feature_map: FeatureMap | None,
         spec: BackwardSpec,
         fixed_batch: int | None,
-        model_output: str = "",
+        model_output: str,
     ) -> None:
         self._session = session
         self.feature_map = feature_map

@@ -31,9 +31,8 @@ class ShapePinnedSession:
     def __init__(self, create: Callable[[], ort.InferenceSession], max_shapes: int = MAX_SHAPES) -> None:
         self._create = create
         self.max_shapes = max_shapes
-        # Answers metadata, and serves the first shape that runs.
+        # Created at once (a model that cannot load fails here), it serves the first shape that runs.
         self._first: ort.InferenceSession | None = create()
-        self._metadata = self._first
         self._sessions: OrderedDict[Hashable, ort.InferenceSession] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -44,16 +43,22 @@ class ShapePinnedSession:
             return list(self._sessions)
 
     def get_inputs(self) -> list:
-        return self._metadata.get_inputs()
+        return self._any().get_inputs()
 
     def get_outputs(self) -> list:
-        return self._metadata.get_outputs()
+        return self._any().get_outputs()
 
     def get_providers(self) -> list[str]:
-        return self._metadata.get_providers()
+        return self._any().get_providers()
 
     def get_modelmeta(self) -> ort.ModelMetadata:
-        return self._metadata.get_modelmeta()
+        return self._any().get_modelmeta()
+
+    def _any(self) -> ort.InferenceSession:
+        """A live session of the graph to answer metadata (every shape's session has the same), so that no session
+        is kept alive after its shape was dropped."""
+        with self._lock:
+            return self._first or next(reversed(self._sessions.values()))
 
     def run(
         self,

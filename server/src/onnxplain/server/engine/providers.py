@@ -8,12 +8,15 @@ what really loaded.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from onnxplain.server.settings import Device
+if TYPE_CHECKING:  # settings imports engine/batching, which imports this module
+    from onnxplain.server.settings import Device
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -35,6 +38,15 @@ def cuda_usable(device_id: int = 0) -> bool:
         return False
     finally:
         ort.set_default_logger_severity(3)
+
+
+def first_provider(providers: Sequence[str | tuple[str, dict]]) -> str | None:
+    """The name of the provider ONNX Runtime tries first: providers come as names (a session's get_providers()) or
+    as (name, options) pairs (what choose_providers gives a new session)."""
+    if not providers:
+        return None
+    first = providers[0]
+    return first[0] if isinstance(first, tuple) else first
 
 
 def choose_providers(device: Device, device_id: int = 0) -> list[str | tuple[str, dict]]:

@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession, padded_rows
-from onnxplain.server.engine.providers import CUDA
+from onnxplain.server.engine.providers import CUDA, first_provider
 from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
 
@@ -168,8 +168,7 @@ def _run(
 
 def pins_shapes(providers: Sequence[str | tuple[str, dict]]) -> bool:
     """Whether sessions on these providers get one ONNX Runtime session per input shape (engine/pinned.py)."""
-    first = providers[0] if providers else None
-    return (first[0] if isinstance(first, tuple) else first) == CUDA
+    return first_provider(providers) == CUDA
 
 
 def create_session(model: Path | onnx.ModelProto, options: ort.SessionOptions, providers: list) -> Session:

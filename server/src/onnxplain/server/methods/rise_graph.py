@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxplain.server.engine.pinned import bucket_rows
-from onnxplain.server.engine.providers import CUDA
+from onnxplain.server.engine.providers import CUDA, first_provider
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.imaging.layout import spatial_size
 from onnxplain.server.imaging.spec import Layout
@@ -84,7 +84,7 @@ def runs_in_graph(job: ExplainJob, execution: Execution) -> bool:
         if reason:
             raise FailedPrecondition(f"RISE cannot run in one graph on model {job.model.name!r}: {reason}")
         return True
-    return reason is None and (job.model.session.providers[0] == CUDA or CPU_RUNS_IN_GRAPH)
+    return reason is None and (first_provider(job.model.session.providers) == CUDA or CPU_RUNS_IN_GRAPH)
 
 
 class RiseGraph:

@@ -2,7 +2,8 @@
 space, image size) through the derived-graph cache, and run on images with one seed row per image.
 
 A seed row is a weight vector over the classes, so a row can ask for one class (one-hot), a combination, or nothing
-(zeros, when only the scores are wanted); many rows run in one ONNX Runtime run.
+(zeros, when only the scores are wanted); many rows run in one ONNX Runtime run. A row can also ask for a class by
+rank (the top class, the second...), which the graph picks from the scores it computes (backward/ranked_seed.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from onnxplain.server.engine.backward.prepare import (
     infer_shapes,
     with_min_opset,
 )
+from onnxplain.server.engine.backward.ranked_seed import RANK_INPUT, add_ranked_seed
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
 from onnxplain.server.engine.backward.targets import (
     FeatureMap,
@@ -81,19 +83,34 @@ class BackwardSession(FixedBatchRuns):
         # The graph's first output is the explained tensor: the model's own output unless a trailing Softmax was
         # skipped (logits) or added (probability), so only then are its rows the scores a forward would give.
         self.scores_are_model_output = session.output_names[0] == model_output
-        self._image_input, self._seed_input = session.input_names
+        # Whether rows can ask for a class by rank (a graph whose target holds one score per class).
+        self.takes_ranks = RANK_INPUT in session.input_names
+        self._image_input, self._seed_input = (name for name in session.input_names if name != RANK_INPUT)
         self.seed_shape = session.input_shapes[self._seed_input]
 
-    def run(self, images: np.ndarray, seeds: np.ndarray, token: CancelToken | None = None) -> BackwardResult:
-        """images (n, *input shape), seeds (n, K) -> one BackwardResult over the n rows."""
+    def run(
+        self,
+        images: np.ndarray,
+        seeds: np.ndarray,
+        token: CancelToken | None = None,
+        ranks: np.ndarray | None = None,
+    ) -> BackwardResult:
+        """images (n, *input shape), seeds (n, K) -> one BackwardResult over the n rows. `ranks` (n,) adds to each
+        row's seed its r-th highest scoring class (r = -1: none); only for sessions that `takes_ranks`."""
         seeds = np.ascontiguousarray(seeds, dtype=np.float32).reshape(len(seeds), *self.seed_shape[1:])
         images = np.ascontiguousarray(images, dtype=np.float32)
+        arrays = [images, seeds]
+        if self.takes_ranks:
+            arrays.append(np.full((len(seeds), 1), -1, np.int64) if ranks is None else _column(ranks))
+        elif ranks is not None:
+            raise ValueError("this backward graph picks no classes by rank (its target is not one score per class)")
+        names = [self._image_input, self._seed_input, RANK_INPUT][: len(arrays)]
 
         def run_once(chunk: list[np.ndarray]) -> list[np.ndarray]:
-            feed = {self._image_input: chunk[0], self._seed_input: chunk[1]}
+            feed = dict(zip(names, chunk, strict=True))
             return self._session.run(feed, token, mergeable=self.fixed_batch is None)
 
-        outputs = run_in_chunks([images, seeds], self.fixed_batch, run_once)
+        outputs = run_in_chunks(arrays, self.fixed_batch, run_once)
         scores = outputs[0].reshape(len(images), -1)
         named = dict(zip(self._session.output_names, outputs, strict=True))
         layer = self.feature_map.tensor if self.feature_map else None
@@ -133,6 +150,8 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
             raise FailedPrecondition(f"gradient methods are unavailable for model {model.name!r}: {error}") from error
         if feature_map is not None:
             onnx.helper.set_model_props(built.model, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
+        if spec.objective is None and model.num_classes:
+            add_ranked_seed(built, model.num_classes)
         return built.model
 
     key = ("backward", spec, tuple(sample_shape))
@@ -143,6 +162,10 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
         fields = json.loads(noted)
         feature_map = FeatureMap(fields["tensor"], fields["channel_axis"], tuple(fields["spatial_axes"]))
     return BackwardSession(session, feature_map, spec, model.signature.fixed_batch, model.signature.output.name)
+
+
+def _column(ranks: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ranks, dtype=np.int64).reshape(-1, 1)
 
 
 def _feature_map(model: onnx.ModelProto, target: str, spec: BackwardSpec, probe: ShapeProbe) -> FeatureMap:

@@ -54,6 +54,7 @@ def run_method(
         segments=segments,
     )
     attribution = method.attribute(job, params)
+    assert not scorer.pending_top, f"method {method.name!r} left its top-ranked targets unresolved"
     if job.scores is None:
         job.scores = score_images(scorer.model, [tensor], scorer.token, scorer.passes)[0]
     return attribution, job.scores

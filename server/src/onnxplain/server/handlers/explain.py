@@ -21,7 +21,7 @@ from onnxplain.server.handlers.schema import (
     RenderQuery,
     TargetMap,
 )
-from onnxplain.server.handlers.targets import needs_scores, resolve_targets
+from onnxplain.server.handlers.targets import needs_scores, resolve_targets, top_ranked_count
 from onnxplain.server.imaging.class_map import render_class_map
 from onnxplain.server.imaging.geometry import map_to_original
 from onnxplain.server.imaging.layout import channel_axis
@@ -48,20 +48,24 @@ def explain(
     prepared = prepare_images(model, query.images, settings.limits)
     tensors = [image.tensor for image in prepared]
     passes = PassCounter()
-    # A single-pass method asked for named classes runs the image itself in its backward graph, which gives the
-    # image's scores too: no scoring forward before it (on ResNet-50, a third of a saliency call).
-    deferred = method.single_pass and model.num_classes is not None and not needs_scores(query.targets)
+    # A single-pass method runs the image itself in its backward graph, which gives the image's scores too, and
+    # ranks its classes for top-k targets: no scoring forward before it (on ResNet-50, a third of a saliency call).
+    limit, num_classes = settings.limits.max_targets, model.num_classes
+    pending_top = 0
+    if method.single_pass and num_classes is not None:
+        pending_top = top_ranked_count(query.targets, limit, num_classes) or 0
+    deferred = method.single_pass and num_classes is not None and (pending_top > 0 or not needs_scores(query.targets))
     base_scores = [None] * len(tensors) if deferred else score_images(model, tensors, token, passes)
     # Every image's targets are checked before any method pass runs.
-    limit = settings.limits.max_targets
     targets_per_image = [
-        resolve_targets(query.targets, scores, model.labels, limit, model.num_classes or 0) for scores in base_scores
+        [] if pending_top else resolve_targets(query.targets, scores, model.labels, limit, num_classes or 0)
+        for scores in base_scores
     ]
     explanations, used_params = [], []
     # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
     map_shape = "input" if method.family == "visualization" else query.attribution_shape
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
-        scorer = Scorer(model, targets, query.score_space, token)
+        scorer = Scorer(model, targets, query.score_space, token, pending_top)
         target_scores = None if scores is None else scorer.select(scores[None, :])[0]
         report = progress and _image_progress(progress, index, model, targets, target_scores, started)
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
@@ -77,6 +81,7 @@ def explain(
                 segments=image.segments,
                 progress=report,
             )
+        targets = scorer.targets.tolist()
         target_scores = scorer.select(scores[None, :])[0]
         explanations.append(
             _image_explanation(model, image, scores, targets, target_scores, attribution, query, map_shape)

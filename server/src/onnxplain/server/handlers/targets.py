@@ -20,14 +20,35 @@ def resolve_targets(
     for query in queries or [TargetQuery(top_k=1)]:
         resolved.extend(_resolve(query, ranked, labels, num_classes))
     unique = list(dict.fromkeys(resolved))
-    if len(unique) > limit:
-        raise InvalidInput(f"{len(unique)} targets requested; the limit is {limit}")
+    _check_count(len(unique), limit)
     return unique
 
 
 def needs_scores(queries: list[TargetQuery]) -> bool:
     """Whether resolving these queries ranks the image's classes (top_k, or no query: the top-1 prediction)."""
     return not queries or any(query.top_k is not None for query in queries)
+
+
+def top_ranked_count(queries: list[TargetQuery], limit: int, num_classes: int) -> int | None:
+    """k when the queries ask for the top k classes and nothing else (no query: k = 1), checked as resolve_targets
+    checks them, so a method that ranks the classes in its own run can take them from there; None otherwise."""
+    if any(query.top_k is None for query in queries):
+        return None
+    counts = [query.top_k for query in queries] or [1]
+    for count in counts:
+        _check_top_k(count, num_classes)
+    _check_count(max(counts), limit)
+    return max(counts)
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise InvalidInput(f"{count} targets requested; the limit is {limit}")
+
+
+def _check_top_k(top_k: int, num_classes: int) -> None:
+    if not 1 <= top_k <= num_classes:
+        raise InvalidInput(f"target top_k must be between 1 and {num_classes}, got {top_k}")
 
 
 def _resolve(query: TargetQuery, ranked: np.ndarray | None, labels: tuple[str, ...], num_classes: int) -> list[int]:
@@ -48,8 +69,7 @@ def _resolve(query: TargetQuery, ranked: np.ndarray | None, labels: tuple[str, .
             raise InvalidInput(f"unknown target label {query.label!r}; {hint}")
         return [labels.index(query.label)]
     if query.top_k is not None:
-        if not 1 <= query.top_k <= num_classes:
-            raise InvalidInput(f"target top_k must be between 1 and {num_classes}, got {query.top_k}")
+        _check_top_k(query.top_k, num_classes)
         assert ranked is not None, "top_k needs the image's scores (needs_scores)"
         return [int(i) for i in ranked[: query.top_k]]
     raise InvalidInput("a target has none of class_index, label or top_k set")

@@ -80,20 +80,35 @@ class PassCounter:
 
 
 class Scorer:
-    """Runs batches through the model's session and returns the target scores, counting every pass."""
+    """Runs batches through the model's session and returns the target scores, counting every pass.
 
-    def __init__(self, model: LoadedModel, targets: list[int], space: ScoreSpace, token: CancelToken) -> None:
+    `pending_top` > 0 means the targets are the image's top classes, not ranked yet: a single-pass method ranks
+    them in its own run (gradient_base.target_rows) and sets `targets` by `rank_targets`."""
+
+    def __init__(
+        self, model: LoadedModel, targets: list[int], space: ScoreSpace, token: CancelToken, pending_top: int = 0
+    ) -> None:
         self.model = model
         self.targets = np.asarray(targets, dtype=np.int64)
         self.space = space
         self.token = token
+        self.pending_top = pending_top
         self.passes = PassCounter()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(n, T) scores of the targets for a batch of inputs in the model's layout."""
+        return self.select(self.model_scores(batch))
+
+    def model_scores(self, batch: np.ndarray) -> np.ndarray:
+        """(n, K) raw scores of a batch, one forward pass each."""
         scores = self.model.session.run(batch, self.token)
         self.passes.record_forward(self.model.session, len(batch))
-        return self.select(scores)
+        return scores
+
+    def rank_targets(self, scores: np.ndarray) -> None:
+        """Resolve pending top-k targets from one image's (K,) scores (ties: the lower index first)."""
+        self.targets = np.argsort(-scores, kind="stable")[: self.pending_top].astype(np.int64)
+        self.pending_top = 0
 
     def in_space(self, space: ScoreSpace) -> Scorer:
         """The same scorer giving scores in another space (a method defined on probabilities whatever the

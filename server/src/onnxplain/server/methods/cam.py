@@ -13,7 +13,7 @@ import numpy as np
 from onnxplain.server.engine.gradients import BackwardSession, BackwardSpec
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
-from onnxplain.server.methods.gradient_base import GradientMethod, image_rows, one_hot, session_for
+from onnxplain.server.methods.gradient_base import GradientMethod, image_rows, session_for, target_rows
 from onnxplain.server.methods.parameters import Param
 from onnxplain.server.methods.registry import register
 
@@ -35,13 +35,16 @@ class CamMethod(GradientMethod):
         )
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
-        activations, gradients = self.read_layer(job, params, one_hot(job, job.scorer.targets))
+        activations, gradients = self.read_layer(job, params)
         return Attribution(cam_maps(job, activations, self.channel_weights(activations, gradients), params["relu"]))
 
-    def read_layer(self, job: ExplainJob, params: dict[str, Any], seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The layer's activations and gradients, (rows, C, h, w) each, for the image under each seed row."""
+    def read_layer(
+        self, job: ExplainJob, params: dict[str, Any], seeds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's activations and gradients, (rows, C, h, w) each, for the image under each seed row (one row
+        per target by default)."""
         session = session_for(job, self.spec(job, params))
-        result = image_rows(job, session, seeds)
+        result = target_rows(job, session) if seeds is None else image_rows(job, session, seeds)
         return channels_first(session, result.layer), channels_first(session, result.layer_gradient)
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:

@@ -47,14 +47,21 @@ def one_hot(job: ExplainJob, classes: np.ndarray | Sequence[int]) -> np.ndarray:
 
 
 def run_rows(
-    job: ExplainJob, session: BackwardSession, images: np.ndarray, seeds: np.ndarray, parameter: str | None = None
+    job: ExplainJob,
+    session: BackwardSession,
+    images: np.ndarray,
+    seeds: np.ndarray,
+    parameter: str | None = None,
+    ranks: np.ndarray | None = None,
 ) -> BackwardResult:
-    """All rows through the backward graph in batches; `images` may be one image for every row (broadcast)."""
+    """All rows through the backward graph in batches; `images` may be one image for every row (broadcast); `ranks`
+    (one per row) add classes picked by rank to the seeds (BackwardSession.run)."""
     count = len(seeds)
 
-    def rows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    def rows(start: int, stop: int) -> tuple[np.ndarray, ...]:
         shape = (stop - start, *images.shape[1:])
-        return (images[start:stop] if len(images) == count else np.broadcast_to(images, shape)), seeds[start:stop]
+        batch = (images[start:stop] if len(images) == count else np.broadcast_to(images, shape)), seeds[start:stop]
+        return batch if ranks is None else (*batch, ranks[start:stop])
 
     return _concatenated([result for _, _, result in batched_rows(job, session, count, rows, parameter)])
 
@@ -63,16 +70,18 @@ def batched_rows(
     job: ExplainJob,
     session: BackwardSession,
     count: int,
-    rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+    rows: Callable[[int, int], tuple[np.ndarray, ...]],
     parameter: str | None = None,
 ) -> Iterator[tuple[int, int, BackwardResult]]:
-    """Rows [start, stop) of `count`, built by `rows(start, stop)` as (images, seeds), run in batches sized for a
-    backward pass, within the pass limit, counting passes and reporting progress after each batch."""
+    """Rows [start, stop) of `count`, built by `rows(start, stop)` as (images, seeds) or (images, seeds, ranks), run
+    in batches sized for a backward pass, within the pass limit, counting passes and reporting progress after each
+    batch."""
     check_pass_limit(job, count, parameter)
     batch = max(1, job.batch_size // BACKWARD_MEMORY_FACTOR)
     for start in range(0, count, batch):
         stop = min(start + batch, count)
-        result = session.run(*rows(start, stop), job.scorer.token)
+        images, seeds, *ranks = rows(start, stop)
+        result = session.run(images, seeds, job.scorer.token, *ranks)
         job.scorer.passes.record_backward(session, stop - start)
         if job.progress is not None:
             job.progress(Progress(stop, count))
@@ -92,13 +101,31 @@ def _concatenated(parts: list[BackwardResult]) -> BackwardResult:
 
 def target_gradients(job: ExplainJob, spec: BackwardSpec) -> BackwardResult:
     """One row per target: the image with a one-hot seed of the target."""
-    return image_rows(job, session_for(job, spec), one_hot(job, job.scorer.targets))
+    return target_rows(job, session_for(job, spec))
 
 
-def image_rows(job: ExplainJob, session: BackwardSession, seeds: np.ndarray) -> BackwardResult:
+def target_rows(job: ExplainJob, session: BackwardSession) -> BackwardResult:
+    """One row of the unaltered image per target. Top-k targets not ranked yet (explain skips the scoring forward
+    for single-pass methods) are picked by rank inside the graph, and read back from the scores it computed; a graph
+    that cannot pick by rank gets them from a forward first."""
+    scorer = job.scorer
+    if scorer.pending_top and not session.takes_ranks:
+        job.scores = scorer.model_scores(job.image[None])[0]
+        scorer.rank_targets(job.scores)
+    if not scorer.pending_top:
+        return image_rows(job, session, one_hot(job, scorer.targets))
+    ranks = np.arange(scorer.pending_top)
+    result = image_rows(job, session, np.zeros((len(ranks), job.num_classes), np.float32), ranks)
+    scorer.rank_targets(result.scores[0])
+    return result
+
+
+def image_rows(
+    job: ExplainJob, session: BackwardSession, seeds: np.ndarray, ranks: np.ndarray | None = None
+) -> BackwardResult:
     """One row of the unaltered image per seed. A job started without the image's scores (explain skips the scoring
     forward for single-pass methods) takes them from these rows when the graph's scores are the model's output."""
-    result = run_rows(job, session, job.image[None], seeds)
+    result = run_rows(job, session, job.image[None], seeds, ranks=ranks)
     if job.scores is None and session.scores_are_model_output:
         job.scores = np.asarray(result.scores[0], dtype=np.float32)
     return result

@@ -10,7 +10,7 @@ import cv2
 from onnxplain.server.engine.gradients import BackwardSpec
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.cam import GradCam, upsampled
-from onnxplain.server.methods.gradient_base import one_hot, target_gradients
+from onnxplain.server.methods.gradient_base import target_gradients
 from onnxplain.server.methods.registry import register
 from onnxplain.server.methods.relu_variants import GuidedBackprop
 
@@ -21,7 +21,7 @@ class GuidedGradCam(GradCam):
     description = "Guided backprop times the Grad-CAM map (nearest upsampling, as Captum), input-shaped."
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
-        activations, gradients = self.read_layer(job, params, one_hot(job, job.scorer.targets))
+        activations, gradients = self.read_layer(job, params)
         weights = self.channel_weights(activations, gradients)
         coarse = (weights[:, :, None, None] * activations).sum(axis=1).clip(min=0.0)
         cams = upsampled(coarse, job.spatial_size, cv2.INTER_NEAREST)

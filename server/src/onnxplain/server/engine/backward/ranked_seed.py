@@ -29,14 +29,19 @@ def add_ranked_seed(built: BackwardGraph, classes: int) -> bool:
     seed = next(value for value in graph.input if value.name == SEED_INPUT)
     seed.name = _GIVEN_SEED
     graph.input.append(helper.make_tensor_value_info(RANK_INPUT, onnx.TensorProto.INT64, ["rows", 1]))
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.array([classes], dtype=np.int64), _PREFIX + "k"),
-            numpy_helper.from_array(np.array(0, dtype=np.int64), _PREFIX + "zero"),
-            numpy_helper.from_array(np.arange(classes, dtype=np.int64)[None], _PREFIX + "classes"),
-        ]
-    )
-    nodes = _ranked_seed_nodes(built.target_output, seed.type.tensor_type.elem_type, len(built.seed_shape))
+    seed_dtype = helper.tensor_dtype_to_np_dtype(seed.type.tensor_type.elem_type)
+    constants = {
+        "k": np.array([classes], dtype=np.int64),
+        "none": np.array(-1, dtype=np.int64),
+        "step": np.array(1, dtype=np.int64),
+        "classes": np.arange(classes, dtype=np.int64)[None],
+        "one": np.array(1.0, dtype=seed_dtype),
+        "zero": np.array(0.0, dtype=seed_dtype),
+        "flat_shape": np.array([-1, classes], dtype=np.int64),
+        "seed_shape": np.array([-1, *per_row], dtype=np.int64),
+    }
+    graph.initializer.extend(numpy_helper.from_array(value, _PREFIX + name) for name, value in constants.items())
+    nodes = _ranked_seed_nodes(built.target_output, flat=len(per_row) == 1)
     existing = list(graph.node)
     first_use = next((i for i, node in enumerate(existing) if SEED_INPUT in node.input), len(existing))
     del graph.node[:]
@@ -44,35 +49,35 @@ def add_ranked_seed(built: BackwardGraph, classes: int) -> bool:
     return True
 
 
-def _ranked_seed_nodes(target: str, seed_type: int, target_rank: int) -> list[onnx.NodeProto]:
+def _ranked_seed_nodes(target: str, flat: bool) -> list[onnx.NodeProto]:
+    """TopK of the (rows, classes) scores, the class at each row's rank, its one-hot, shaped like the target and
+    added to the given seed. No Equal, Cast, Flatten or Not, which the CUDA provider lacks at some opsets
+    (onnx-backward.md §6); a rank of -1 gathers the last class (negative indices count from the end) and is masked
+    out."""
+
     def name(short: str) -> str:
         return _PREFIX + short
 
     def node(op: str, inputs: list[str], output: str, **attributes) -> onnx.NodeProto:
-        return helper.make_node(op, inputs, [name(output)], name=name(output), **attributes)
+        return helper.make_node(op, [name(i) if i != RANK_INPUT else i for i in inputs], [name(output)], **attributes)
 
-    nodes = [
-        node("Flatten", [target], "scores", axis=1),
-        helper.make_node(
-            "TopK",
-            [name("scores"), name("k")],
-            [name("sorted"), name("order")],
-            name=name("topk"),
-            axis=1,
-            largest=1,
-            sorted=1,
-        ),
-        node("Max", [RANK_INPUT, name("zero")], "rank"),
-        node("GatherElements", [name("order"), name("rank")], "class", axis=1),
-        node("Equal", [name("classes"), name("class")], "is_class"),
-        node("Less", [RANK_INPUT, name("zero")], "unranked"),
-        node("Not", [name("unranked")], "ranked"),
-        node("And", [name("is_class"), name("ranked")], "picked"),
-        node("Cast", [name("picked")], "one_hot", to=seed_type),
+    scores = target if flat else name("scores")
+    nodes = [] if flat else [helper.make_node("Reshape", [target, name("flat_shape")], [scores])]
+    nodes += [
+        helper.make_node("TopK", [scores, name("k")], [name("sorted"), name("order")], axis=1, largest=1, sorted=1),
+        node("GatherElements", ["order", RANK_INPUT], "class", axis=1),
+        node("Sub", ["class", "step"], "class_minus_one"),
+        node("Add", ["class", "step"], "class_plus_one"),
+        node("Greater", ["classes", "class_minus_one"], "from_class"),
+        node("Less", ["classes", "class_plus_one"], "to_class"),
+        node("And", ["from_class", "to_class"], "is_class"),
+        node("Greater", [RANK_INPUT, "none"], "ranked"),
+        node("And", ["is_class", "ranked"], "picked"),
+        node("Where", ["picked", "one", "zero"], "one_hot"),
     ]
     one_hot = name("one_hot")
-    if target_rank != 2:
-        nodes += [node("Shape", [target], "shape"), node("Reshape", [one_hot, name("shape")], "shaped")]
+    if not flat:
+        nodes.append(node("Reshape", ["one_hot", "seed_shape"], "shaped"))
         one_hot = name("shaped")
-    nodes.append(helper.make_node("Add", [_GIVEN_SEED, one_hot], [SEED_INPUT], name=name("seed")))
+    nodes.append(helper.make_node("Add", [_GIVEN_SEED, one_hot], [SEED_INPUT]))
     return nodes

@@ -239,8 +239,10 @@ def test_in_flight_counts_a_running_stream_and_cancellation_is_recorded(server, 
         labels = {"rpc": rpc, "model": "digits", "method": "rise", "code": code}
         return grew(before, scrape(server), "onnxplain_requests_total", **labels) == 1
 
-    wait_for(lambda: recorded("CANCELLED", "ExplainStream") and recorded("DEADLINE_EXCEEDED", "Explain"))
-    wait_for(lambda: in_flight(scrape(server)) == 0)
+    # Generous waits: a 10 s wait expired once under the full suite on a loaded 2-core machine; what is asserted is
+    # that both ends are recorded, not how fast.
+    wait_for(lambda: recorded("CANCELLED", "ExplainStream") and recorded("DEADLINE_EXCEEDED", "Explain"), 60.0)
+    wait_for(lambda: in_flight(scrape(server)) == 0, 60.0)
 
 
 def test_each_call_logs_one_json_line_with_its_id_and_no_token(server, stub) -> None:

@@ -56,6 +56,11 @@ class LoadedModel:
         return self.source.version
 
     @property
+    def threads(self) -> int:
+        """ONNX Runtime intra-op threads of the model's sessions."""
+        return self.derived.threads
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return self.config.labels
 

@@ -23,6 +23,7 @@ def test_placement_reports_each_method_and_the_sessions_providers(tmp_path: Path
     assert all(cells[4].strip() == "0.0e+00" for cells in calls.values())
     sessions = [cells for cells in rows if len(cells) == 3]
     created_by = {cells[0].strip() for cells in sessions}
-    # The model's own session at load, and the backward graphs of saliency and LRP (RISE runs on the host on CPUs).
-    assert created_by == {"digits load", "digits saliency", "digits lrp"}
+    # The model's own session at load, the backward graphs of saliency and LRP, and RISE's fold product (RISE runs
+    # on the host on CPUs, and folds its masks with a MatMul session of its own: engine/products.py).
+    assert created_by == {"digits load", "digits saliency", "digits rise", "digits lrp"}
     assert all(cells[1].strip().startswith("CPU ") for cells in sessions)

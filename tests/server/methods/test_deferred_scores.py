@@ -6,6 +6,7 @@ after the method."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,16 @@ def test_probabilities_of_a_logits_model_are_scored_by_a_forward_after_the_metho
 def test_a_class_out_of_range_is_refused_before_any_pass(served) -> None:
     with pytest.raises(InvalidInput, match="out of range"):
         run(served, "saliency", [TargetQuery(class_index=10_000)])
+
+
+@pytest.mark.parametrize("method", ["saliency", "occlusion"])
+def test_more_top_classes_than_the_target_limit_are_refused_ranked_or_scored_first(served, method) -> None:
+    registry, settings = served
+    limited = replace(settings, limits=replace(settings.limits, max_targets=2))
+    image = np.zeros(SHAPE, np.float32)
+    query = ExplainQuery("cnn", "", [ImageInput(tensor=image)], method, {}, [TargetQuery(top_k=3)])
+    with pytest.raises(InvalidInput, match="3 targets requested; the limit is 2"):
+        explain(registry, query, limited, CancelToken())
 
 
 @pytest.mark.parametrize("top_k", [0, 6])

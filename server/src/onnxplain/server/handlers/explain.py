@@ -51,10 +51,10 @@ def explain(
     # A single-pass method runs the image itself in its backward graph, which gives the image's scores too, and
     # ranks its classes for top-k targets: no scoring forward before it (on ResNet-50, a third of a saliency call).
     limit, num_classes = settings.limits.max_targets, model.num_classes
-    pending_top = 0
+    pending_top, deferred = 0, False
     if method.single_pass and num_classes is not None:
         pending_top = top_ranked_count(query.targets, limit, num_classes) or 0
-    deferred = method.single_pass and num_classes is not None and (pending_top > 0 or not needs_scores(query.targets))
+        deferred = pending_top > 0 or not needs_scores(query.targets)
     base_scores = [None] * len(tensors) if deferred else score_images(model, tensors, token, passes)
     # Every image's targets are checked before any method pass runs.
     targets_per_image = [

@@ -37,11 +37,12 @@ def add_ranked_seed(built: BackwardGraph, classes: int) -> bool:
         "classes": np.arange(classes, dtype=np.int64)[None],
         "one": np.array(1.0, dtype=seed_dtype),
         "zero": np.array(0.0, dtype=seed_dtype),
-        "flat_shape": np.array([-1, classes], dtype=np.int64),
-        "seed_shape": np.array([-1, *per_row], dtype=np.int64),
     }
+    flat = len(per_row) == 1
+    if not flat:  # (rows, K, 1, 1) scores: reshaped to (rows, K) and the one-hot back
+        constants |= {"flat_shape": np.array([-1, classes], np.int64), "seed_shape": np.array([-1, *per_row], np.int64)}
     graph.initializer.extend(numpy_helper.from_array(value, _PREFIX + name) for name, value in constants.items())
-    nodes = _ranked_seed_nodes(built.target_output, flat=len(per_row) == 1)
+    nodes = _ranked_seed_nodes(built.target_output, flat)
     existing = list(graph.node)
     first_use = next((i for i, node in enumerate(existing) if SEED_INPUT in node.input), len(existing))
     del graph.node[:]

@@ -19,6 +19,7 @@ from support.models import IR_VERSION
 from support.vjp import assert_relative_close, onnx_vjp
 from support.zoo import zennit
 
+from onnxplain.server.engine.backward.builder import differentiate
 from onnxplain.server.engine.backward.rulesets import COMPOSITE_NAMES, get_ruleset
 from onnxplain.server.engine.backward.rulesets.lrp.canonizers import (
     fold_batch_norms,
@@ -307,6 +308,25 @@ def test_dense_layer_against_the_matrix_formula(case: str) -> None:
     (ours,) = onnx_vjp(model, {"x": x}, relevance, ["x"], ruleset=get_ruleset("lrp", composite="z_plus"))
     expected = _z_plus_formula(x.astype(np.float64), *effective(weight.astype(np.float64), bias), relevance)
     assert_relative_close(ours, expected)
+
+
+@pytest.mark.parametrize("after_relu", [False, True])
+def test_z_plus_runs_the_negative_half_only_for_inputs_that_can_be_negative(after_relu: bool) -> None:
+    """After a ReLU, x⁻ = 0: the rule leaves out the layer's forward and VJP through W⁻ (3 Gemm nodes in all instead of
+    5) and still gives the formula's relevance, which the ReLU passes on unchanged."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    weight, bias = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    relevance = rng.standard_normal((3, 4)).astype(np.float32)
+    layer = helper.make_node("Gemm", ["a" if after_relu else "x", "w", "b"], ["y"])
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), layer] if after_relu else [layer]
+    ruleset = get_ruleset("lrp", composite="z_plus")
+    model = _graph_model(nodes, {"x": x.shape}, {"w": weight, "b": bias})
+    (ours,) = onnx_vjp(model, {"x": x}, relevance, ["x"], ruleset=ruleset)
+    layer_input = np.maximum(x, 0) if after_relu else x
+    assert_relative_close(ours, _z_plus_formula(layer_input.astype(np.float64), weight, bias, relevance))
+    backward = differentiate(_graph_model(nodes, {"x": x.shape}, {"w": weight, "b": bias}), "y", ["x"], ruleset=ruleset)
+    assert [node.op_type for node in backward.model.graph.node].count("Gemm") == (3 if after_relu else 5)
 
 
 # The canonizers, on small graphs: the forward output must not change.

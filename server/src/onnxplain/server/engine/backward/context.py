@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxplain.server.engine.backward.signs import never_negative
+
 Shape = tuple[int | None, ...]
 
 
@@ -41,6 +43,9 @@ class BackwardContext:
             if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
                 self._constant_protos[node.output[0]] = node.attribute[0].t
         self._constants: dict[str, np.ndarray] = {}
+        # The forward node computing each tensor (nodes the rules add later are not looked up).
+        self._producers = {output: node for node in graph.node for output in node.output if output}
+        self._never_negative: dict[str, bool] = {}
         self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
         self._taken |= set(self._constant_protos) | {value.name for value in graph.input}
         self._counter = 0
@@ -75,6 +80,10 @@ class BackwardContext:
         if name not in self._constants and name in self._constant_protos:
             self._constants[name] = numpy_helper.to_array(self._constant_protos[name])
         return self._constants.get(name) if name else None
+
+    def never_negative(self, name: str) -> bool:
+        """Whether the forward graph guarantees the tensor is >= 0 (a ReLU's output, a max pool of one...)."""
+        return never_negative(name, self._producers.get, self.value, self._never_negative)
 
     def dtype(self, name: str) -> np.dtype:
         """The numpy dtype of a tensor (float32 when inference did not say)."""

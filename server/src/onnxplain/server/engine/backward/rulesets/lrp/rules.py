@@ -121,8 +121,11 @@ def _layer_rule(propagate: Callable[[BackwardContext, _Layer, str], str]) -> Rul
     return rule
 
 
-def _split_inputs(ctx: BackwardContext, layer: _Layer) -> tuple[str, str]:
-    """x⁺ = max(x, 0) and x⁻ = min(x, 0) = x - x⁺."""
+def _split_inputs(ctx: BackwardContext, layer: _Layer) -> tuple[str, str | None]:
+    """x⁺ = max(x, 0) and x⁻ = min(x, 0) = x - x⁺; x⁻ is None when x is never negative (a ReLU's output), where its
+    half of a rule would add exact zeros at the cost of a forward and a VJP of the layer."""
+    if ctx.never_negative(layer.input):
+        return layer.input, None
     positive = ctx.op("Relu", [layer.input])
     return positive, ctx.op("Sub", [layer.input, positive])
 
@@ -131,26 +134,26 @@ def _signed_share(
     ctx: BackwardContext,
     layer: _Layer,
     relevance: str,
-    inputs: tuple[str, str],
+    inputs: tuple[str, str | None],
     weights: tuple[str, str],
     bias: str | None,
     stabilizer: float,
     mask: str | None = None,
 ) -> str:
     """x⁺ ⊙ VJP_W₁(s) + x⁻ ⊙ VJP_W₂(s), s = R / stab(layer(x⁺; W₁, b) + layer(x⁻; W₂)) (masked where given): the part
-    of the alpha-beta, z⁺ and gamma rules that each of their two (positive, negative) halves repeats."""
+    of the alpha-beta, z⁺ and gamma rules that each of their two (positive, negative) halves repeats. Without x⁻
+    (a non-negative input) its terms are exact zeros and are left out."""
     (positive, negative), (first, second) = inputs, weights
-    z = ctx.op("Add", [layer.forward(ctx, positive, first, bias), layer.forward(ctx, negative, second, None)])
+    z = layer.forward(ctx, positive, first, bias)
+    if negative is not None:
+        z = ctx.op("Add", [z, layer.forward(ctx, negative, second, None)])
     share = _divided(ctx, relevance, z, stabilizer, layer.input)
     if mask is not None:
         share = ctx.op("Where", [mask, share, ctx.scalar(0.0, layer.input)])
-    return ctx.op(
-        "Add",
-        [
-            ctx.op("Mul", [positive, layer.vjp(ctx, share, first)]),
-            ctx.op("Mul", [negative, layer.vjp(ctx, share, second)]),
-        ],
-    )
+    from_positive = ctx.op("Mul", [positive, layer.vjp(ctx, share, first)])
+    if negative is None:
+        return from_positive
+    return ctx.op("Add", [from_positive, ctx.op("Mul", [negative, layer.vjp(ctx, share, second)])])
 
 
 def _clamped(value: np.ndarray | None, positive: bool) -> np.ndarray | None:

@@ -32,8 +32,13 @@ def _plain(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[st
     return rule(ctx, node, grads)
 
 
-def _divided(ctx: BackwardContext, relevance: str, z: str, epsilon: float, like: str) -> str:
-    """R / (z + ε·sign(z)) with sign(0) = +1, written with Where so that no Sign (Sign(0) = 0) or Equal is emitted."""
+def _divided(
+    ctx: BackwardContext, relevance: str, z: str, epsilon: float, like: str, z_never_negative: bool = False
+) -> str:
+    """R / (z + ε·sign(z)) with sign(0) = +1, written with Where so that no Sign (Sign(0) = 0) or Equal is emitted;
+    R / (z + ε) when z is known to be >= 0 (the same value, without two passes over z)."""
+    if z_never_negative:
+        return ctx.op("Div", [relevance, ctx.op("Add", [z, ctx.scalar(epsilon, like)])])
     shift = ctx.op(
         "Where",
         [
@@ -147,13 +152,26 @@ def _signed_share(
     z = layer.forward(ctx, positive, first, bias)
     if negative is not None:
         z = ctx.op("Add", [z, layer.forward(ctx, negative, second, None)])
-    share = _divided(ctx, relevance, z, stabilizer, layer.input)
+    share = _divided(ctx, relevance, z, stabilizer, layer.input, _never_negative_sum(ctx, negative, weights, bias))
     if mask is not None:
         share = ctx.op("Where", [mask, share, ctx.scalar(0.0, layer.input)])
     from_positive = ctx.op("Mul", [positive, layer.vjp(ctx, share, first)])
     if negative is None:
         return from_positive
     return ctx.op("Add", [from_positive, ctx.op("Mul", [negative, layer.vjp(ctx, share, second)])])
+
+
+def _never_negative_sum(ctx: BackwardContext, negative: str | None, weights: tuple[str, str], bias: str | None) -> bool:
+    """Whether z = layer(x⁺; W₁, b) + layer(x⁻; W₂) is >= 0 for every input: W₁ >= 0, b >= 0 and W₂ <= 0 (z⁺'s
+    positive half). Sums of non-negative products round to non-negative floats, so the check is exact."""
+    first, second = (ctx.value(name) for name in weights)
+    bias_value = None if bias is None else ctx.value(bias)
+    return (
+        first is not None
+        and bool(np.all(first >= 0))
+        and (bias is None or (bias_value is not None and bool(np.all(bias_value >= 0))))
+        and (negative is None or (second is not None and bool(np.all(second <= 0))))
+    )
 
 
 def _clamped(value: np.ndarray | None, positive: bool) -> np.ndarray | None:

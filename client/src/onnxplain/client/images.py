@@ -36,7 +36,9 @@ def to_image(image: ImageLike) -> pb.Image:
         path = Path(image)
         return _encoded(path.read_bytes(), str(path))
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
-        return pb.Image(tensor=encode_tensor(_float32_array(np.asarray(image))))
+        message = pb.Image()
+        message.tensor.CopyFrom(encode_tensor(_float32_array(np.asarray(image))))
+        return message
     raise TypeError(
         f"cannot send a {type(image).__name__} as an image: pass encoded image bytes, a path to an image "
         "file, or a float array in the model's input layout"

@@ -99,9 +99,10 @@ class RisePlan:
         self.fill = fill
         self.difference = (job.image - fill).astype(np.float32)
         height, width = job.spatial_size
-        # float32 like the products added to it: 25 folds of 4000 masks drift by about 25 float32 roundings, while a
-        # float64 sum of every class of a 1000-class head doubled the memory (400 MB) and the time of each addition.
-        self.weighted = np.zeros((len(job.scorer.targets), height * width), dtype=np.float32)
+        # (targets, H * W) score-weighted mask sums, from the first scored batch on. float32 like the products added
+        # to it: 25 folds of 4000 masks drift by about 25 float32 roundings, while a float64 sum of every class of a
+        # 1000-class head doubled the memory (400 MB) and the time of each addition.
+        self.weighted: np.ndarray | None = None
         self.mask_total = np.zeros(height * width, dtype=np.float64)
         self.scored = 0
         # Masks perturbed() drew, by batch start, until accumulate() takes them: drawn once, not twice.
@@ -109,6 +110,8 @@ class RisePlan:
         # Scored masks (n, H * W) and their scores (n, T) not yet added to the sums (FOLD_BYTES).
         self._unfolded: list[tuple[np.ndarray, np.ndarray]] = []
         self._unfolded_bytes = 0
+        # The final maps, divided in place of the sums: asked again, they are returned, not divided twice.
+        self._final: Attribution | None = None
 
     def _masks(self, start: int, stop: int) -> np.ndarray:
         return rise_masks(self.seed, start, stop, self.job.spatial_size, self.grid_size, self.keep_prob)
@@ -136,19 +139,39 @@ class RisePlan:
         masks = np.concatenate([masks for masks, _ in self._unfolded])
         scores = np.concatenate([scores for _, scores in self._unfolded])
         self._unfolded, self._unfolded_bytes = [], 0
-        self.weighted += matrix_product(scores.T, masks, self.job.model.threads)
+        self._add_to_sums(matrix_product(scores.T, masks, self.job.model.threads))
         self.mask_total += masks.sum(axis=0, dtype=np.float64)
 
+    def _add_to_sums(self, weighted: np.ndarray) -> None:
+        """The first addition takes the array as the sums: with every class of a 1000-class head, adding it to zeros
+        wrote 200 MB of fresh pages and read 400 MB for nothing."""
+        if self.weighted is None:
+            self.weighted = weighted.astype(np.float32, copy=False)
+        else:
+            self.weighted += weighted
+
     def result(self) -> Attribution:
+        if self._final is not None:
+            return self._final
         self._fold()
         height, width = self.job.spatial_size
-        # A new array: streams take partial maps from the sums while they grow.
-        maps = np.zeros(self.weighted.shape, dtype=np.float32)
+        sums = self.weighted
+        if sums is None:
+            sums = np.zeros((len(self.job.scorer.targets), height * width), dtype=np.float32)
+        # Partial maps (streams) are new arrays, since the sums still grow; the final maps are divided in place, as a
+        # new array cost 200 MB of fresh pages for every class of a 1000-class head.
+        final = self.scored == self.count
+        maps = sums if final else np.zeros_like(sums)
         if self.normalization == "mask_sum":
-            np.divide(self.weighted, self.mask_total, out=maps, where=self.mask_total > 0, casting="same_kind")
+            kept = self.mask_total > 0
+            np.divide(sums, self.mask_total, out=maps, where=kept, casting="same_kind")
+            maps[:, ~kept] = 0.0
         else:
-            np.divide(self.weighted, max(self.scored, 1) * self.keep_prob, out=maps, casting="same_kind")
-        return Attribution(maps.reshape(-1, height, width))
+            np.divide(sums, max(self.scored, 1) * self.keep_prob, out=maps, casting="same_kind")
+        attribution = Attribution(maps.reshape(-1, height, width))
+        if final:
+            self._final, self.weighted = attribution, None
+        return attribution
 
 
 class RiseGraphPlan(RisePlan):
@@ -167,6 +190,6 @@ class RiseGraphPlan(RisePlan):
 
     def score(self, start: int, stop: int, prepared: dict[str, np.ndarray]) -> None:
         weighted, mask_sum = self.graph.run(prepared)
-        self.weighted += weighted
+        self._add_to_sums(weighted)
         self.mask_total += mask_sum
         self.scored += stop - start

@@ -84,6 +84,37 @@ CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], str, bool]] 
         "y",
         False,
     ),
+    "zero padding of a relu": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Pad", ["a", "pads"], ["y"])],
+        {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
+        "y",
+        True,
+    ),
+    "padding a relu with a negative value": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Pad", ["a", "pads", "fill"], ["y"])],
+        {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "fill": np.array(-1.0, np.float32)},
+        "y",
+        False,
+    ),
+    "reflect padding of a relu": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Pad", ["a", "pads"], ["y"], mode="reflect")],
+        {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)},
+        "y",
+        True,
+    ),
+    "linear resize of a relu": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Resize", ["a", "", "scales"], ["y"], mode="linear")],
+        {"scales": np.array([1, 1, 2, 2], np.float32)},
+        "y",
+        True,
+    ),
+    "cubic resize of a relu": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Resize", ["a", "", "scales"], ["y"], mode="cubic")],
+        {"scales": np.array([1, 1, 2, 2], np.float32)},
+        "y",
+        False,
+    ),
+    "mean of a relu": ([NODE("Relu", ["x"], ["a"]), NODE("ReduceMean", ["a"], ["y"], axes=[1])], {}, "y", True),
     "hard swish": ([NODE("HardSwish", ["x"], ["y"])], {}, "y", False),
     "log softmax": ([NODE("LogSoftmax", ["x"], ["y"])], {}, "y", False),
 }

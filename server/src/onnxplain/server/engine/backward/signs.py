@@ -14,22 +14,31 @@ import onnx
 
 # Ops whose every output value is >= 0, whatever their input.
 NON_NEGATIVE_OPS = frozenset({"Relu", "Sigmoid", "HardSigmoid", "Softmax", "Exp", "Abs"})
-# Ops whose output values are selections, rearrangements or averages of their first input's values.
+# Ops whose output values are selections, copies, sums or averages of their first input's values.
 FIRST_INPUT_OPS = frozenset(
     {
         "MaxPool",
         "GlobalMaxPool",
         "AveragePool",
         "GlobalAveragePool",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceMean",
+        "ReduceSum",
         "Reshape",
         "Flatten",
         "Squeeze",
         "Unsqueeze",
         "Transpose",
         "Identity",
+        "Dropout",
         "Slice",
         "Split",
         "Gather",
+        "Expand",
+        "Tile",
+        "DepthToSpace",
+        "SpaceToDepth",
     }
 )
 # Ops that are non-negative when all their inputs are.
@@ -60,7 +69,7 @@ def _decide(
 ) -> bool:
     constant = value(name)
     if constant is not None:
-        return bool(np.all(constant >= 0))
+        return _at_least_zero(constant)
     node = producer(name)
     if node is None or depth > MAX_DEPTH:
         return False
@@ -76,9 +85,33 @@ def _decide(
         return all(holds(operand) for operand in node.input if operand)
     if node.op_type == "Max":
         return any(holds(operand) for operand in node.input if operand)
+    if node.op_type == "Pad":
+        # Exporters that pad explicitly before a convolution (tf2onnx): the constant mode pads with 0 unless told
+        # otherwise (an input from opset 11, an attribute before); the other modes copy the input's own values.
+        if _string_attribute(node, "mode", "constant") == "constant":
+            pad_value = node.input[2] if len(node.input) > 2 else ""
+            if pad_value and not _at_least_zero(value(pad_value)):
+                return False
+            if _float_attribute(node, "value", 0.0) < 0:
+                return False
+        return holds(node.input[0])
+    if node.op_type == "Resize":
+        # Nearest and linear interpolation stay within the input's values; cubic overshoots.
+        return _string_attribute(node, "mode", "nearest") != "cubic" and holds(node.input[0])
     if node.op_type == "Clip":
-        # Clip(x, min) with a constant min >= 0 (opset >= 11 passes it as an input; older opsets as an attribute).
-        low = value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        attribute = next((a.f for a in node.attribute if a.name == "min"), None)
-        return (low is not None and bool(np.all(low >= 0))) or (attribute is not None and attribute >= 0)
+        # Clip(x, min) with a constant min >= 0 (an input from opset 11, an attribute before).
+        low = node.input[1] if len(node.input) > 1 else ""
+        return _at_least_zero(value(low)) if low else _float_attribute(node, "min", -np.inf) >= 0
     return False
+
+
+def _at_least_zero(constant: np.ndarray | None) -> bool:
+    return constant is not None and bool(np.all(constant >= 0))
+
+
+def _string_attribute(node: onnx.NodeProto, name: str, default: str) -> str:
+    return next((a.s.decode() for a in node.attribute if a.name == name), default)
+
+
+def _float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    return next((a.f for a in node.attribute if a.name == name), default)

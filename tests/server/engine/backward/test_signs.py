@@ -78,6 +78,18 @@ CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], str, bool]] 
         "y",
         False,
     ),
+    "clip of a relu below zero": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Clip", ["a", "low", "high"], ["y"])],
+        {"low": np.array(-1.0, np.float32), "high": np.array(1.0, np.float32)},
+        "y",
+        True,
+    ),
+    "clip of a relu to a negative maximum": (
+        [NODE("Relu", ["x"], ["a"]), NODE("Clip", ["a", "low", "high"], ["y"])],
+        {"low": np.array(0.0, np.float32), "high": np.array(-1.0, np.float32)},
+        "y",
+        False,
+    ),
     "clip without a minimum": (
         [NODE("Clip", ["x", "", "high"], ["y"])],
         {"high": np.array(1.0, np.float32)},
@@ -138,3 +150,22 @@ def test_what_it_calls_never_negative_is_never_negative_in_onnx_runtime(case: st
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     assert np.all(outputs[name] >= 0)
     assert np.any(feeds["x"] < 0)
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        (NODE("Clip", ["r"], ["y"], min=0.0, max=6.0), True),
+        (NODE("Clip", ["x"], ["y"], min=-1.0, max=6.0), False),
+        (NODE("Clip", ["r"], ["y"], min=-1.0, max=6.0), True),
+        (NODE("Clip", ["r"], ["y"], min=0.0, max=-1.0), False),
+        (NODE("Clip", ["r"], ["y"], max=6.0), True),
+        (NODE("Clip", ["x"], ["y"], max=6.0), False),
+        (NODE("Pad", ["r"], ["y"], pads=[0, 0, 1, 1, 0, 0, 1, 1]), True),
+        (NODE("Pad", ["r"], ["y"], pads=[0, 0, 1, 1, 0, 0, 1, 1], value=-1.0), False),
+    ],
+)
+def test_attribute_forms_of_older_opsets(node: onnx.NodeProto, expected: bool) -> None:
+    """Clip before opset 11 (min and max attributes: non-negative when max, if given, is, and min or the input is) and
+    Pad before opset 11 (a value attribute)."""
+    assert _context([NODE("Relu", ["x"], ["r"]), node]).never_negative("y") is expected

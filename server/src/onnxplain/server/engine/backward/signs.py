@@ -99,10 +99,23 @@ def _decide(
         # Nearest and linear interpolation stay within the input's values; cubic overshoots.
         return _string_attribute(node, "mode", "nearest") != "cubic" and holds(node.input[0])
     if node.op_type == "Clip":
-        # Clip(x, min) with a constant min >= 0 (an input from opset 11, an attribute before).
-        low = node.input[1] if len(node.input) > 1 else ""
-        return _at_least_zero(value(low)) if low else _float_attribute(node, "min", -np.inf) >= 0
+        # min(max(x, low), high) is >= 0 when high, if given, is, and low or x is.
+        low_given, low_at_least_zero = _clip_bound(node, value, 1, "min")
+        high_given, high_at_least_zero = _clip_bound(node, value, 2, "max")
+        low_holds = (low_given and low_at_least_zero) or holds(node.input[0])
+        return (not high_given or high_at_least_zero) and low_holds
     return False
+
+
+def _clip_bound(
+    node: onnx.NodeProto, value: Callable[[str], np.ndarray | None], index: int, attribute: str
+) -> tuple[bool, bool]:
+    """Whether a bound of Clip is given, and whether it is a constant >= 0 (an input from opset 11, an attribute
+    before)."""
+    if len(node.input) > index and node.input[index]:
+        return True, _at_least_zero(value(node.input[index]))
+    given = next((a.f for a in node.attribute if a.name == attribute), None)
+    return given is not None, given is not None and given >= 0
 
 
 def _at_least_zero(constant: np.ndarray | None) -> bool:

@@ -69,7 +69,7 @@ def _decide(
 ) -> bool:
     constant = value(name)
     if constant is not None:
-        return _at_least_zero(constant)
+        return at_least_zero(constant)
     node = producer(name)
     if node is None or depth > MAX_DEPTH:
         return False
@@ -90,7 +90,7 @@ def _decide(
         # otherwise (an input from opset 11, an attribute before); the other modes copy the input's own values.
         if _string_attribute(node, "mode", "constant") == "constant":
             pad_value = node.input[2] if len(node.input) > 2 else ""
-            if pad_value and not _at_least_zero(value(pad_value)):
+            if pad_value and not at_least_zero(value(pad_value)):
                 return False
             if _float_attribute(node, "value", 0.0) < 0:
                 return False
@@ -113,12 +113,13 @@ def _clip_bound(
     """Whether a bound of Clip is given, and whether it is a constant >= 0 (an input from opset 11, an attribute
     before)."""
     if len(node.input) > index and node.input[index]:
-        return True, _at_least_zero(value(node.input[index]))
+        return True, at_least_zero(value(node.input[index]))
     given = next((a.f for a in node.attribute if a.name == attribute), None)
     return given is not None, given is not None and given >= 0
 
 
-def _at_least_zero(constant: np.ndarray | None) -> bool:
+def at_least_zero(constant: np.ndarray | None) -> bool:
+    """Whether a constant is known (not None) and has no negative value."""
     return constant is not None and bool(np.all(constant >= 0))
 
 

@@ -21,6 +21,7 @@ from onnx import helper
 from onnxplain.server.engine.backward.context import BackwardContext, UnknownShape
 from onnxplain.server.engine.backward.rules import ForwardNode, Rule, rule_for
 from onnxplain.server.engine.backward.rules.registry import Gradients
+from onnxplain.server.engine.backward.signs import at_least_zero
 
 Bound = float | tuple[float, ...]
 
@@ -165,12 +166,10 @@ def _never_negative_sum(ctx: BackwardContext, negative: str | None, weights: tup
     """Whether z = layer(x⁺; W₁, b) + layer(x⁻; W₂) is >= 0 for every input: W₁ >= 0, b >= 0 and W₂ <= 0 (z⁺'s
     positive half). Sums of non-negative products round to non-negative floats, so the check is exact."""
     first, second = (ctx.value(name) for name in weights)
-    bias_value = None if bias is None else ctx.value(bias)
     return (
-        first is not None
-        and bool(np.all(first >= 0))
-        and (bias is None or (bias_value is not None and bool(np.all(bias_value >= 0))))
-        and (negative is None or (second is not None and bool(np.all(second <= 0))))
+        at_least_zero(first)
+        and (bias is None or at_least_zero(ctx.value(bias)))
+        and (negative is None or (second is not None and at_least_zero(-second)))
     )
 
 

@@ -19,10 +19,8 @@ from onnxplain.server.engine.backward.builder import BackwardGraph, MissingRule,
 from onnxplain.server.engine.backward.prepare import (
     ConversionError,
     ShapeProbe,
-    fix_input_shape,
-    fold_constants,
     infer_shapes,
-    with_min_opset,
+    prepare_forward,
 )
 from onnxplain.server.engine.backward.ranked_seed import RANK_INPUT, add_ranked_seed
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
@@ -128,9 +126,7 @@ def backward_graph(
     """The backward graph of a classifier for images of `sample_shape` (no batch): the image size fixed, the opset
     raised, the explained tensor and feature map chosen. `model` is modified. MissingRule and ConversionError say
     why a model cannot have one; InvalidInput / FailedPrecondition come from a layer the spec names or needs."""
-    fix_input_shape(model, signature.input.name, sample_shape)
-    model = with_min_opset(model)
-    fold_constants(model)
+    model = prepare_forward(model, signature.input.name, sample_shape)
     target = spec.objective or explained_tensor(model, signature.output.name, spec.probability, signature.class_axis)
     probe = ShapeProbe(signature.input.name, tuple(sample_shape))
     feature_map = _feature_map(model, target, spec, probe) if spec.cam_layer or spec.layer else None

@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from onnxplain.server.engine.backward.builder import MissingRule
-from onnxplain.server.engine.backward.prepare import ConversionError, model_opset, with_min_opset
+from onnxplain.server.engine.backward.prepare import ConversionError, model_opset, prepare_forward
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT
 from onnxplain.server.engine.gradients import BackwardSpec, backward_graph
 from onnxplain.server.engine.providers import CPU
@@ -89,9 +89,10 @@ class GradientCheck:
     ) -> None:
         self.signature = signature
         self.opset = model_opset(model)
-        # Converted first (the build's own conversion is then a no-op), so that the nodes the builder adds can be
-        # told from those of the converted forward graph.
-        model = with_min_opset(model)
+        # Prepared first (the build's own preparation is then a no-op), so that the nodes the builder adds can be
+        # told from those of the prepared forward graph. The input shape is fixed before the opset is raised: the
+        # version converter stamps zero-sized shapes on a graph whose image size is dynamic.
+        model = prepare_forward(model, signature.input.name, shape)
         forward_outputs = {name for node in model.graph.node for name in node.output}
         self.built, _ = backward_graph(model, signature, shape, spec)
         self.ops = _op_counts(self.built.model, forward_outputs | {self.built.target_output})

@@ -1,5 +1,5 @@
-"""Make a forward graph ready for the backward walk: a fixed image size, an opset every rule can emit for, and
-static shapes from ONNX shape inference."""
+"""Make a forward graph ready for the backward walk: a fixed image size, an opset every rule can emit for, float32
+arithmetic, the shape arithmetic folded, and static shapes from ONNX shape inference."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper, version_converter
-from onnx.reference import ReferenceEvaluator
+from onnx import version_converter
 
 from onnxplain.server.engine.backward.context import Shape
+from onnxplain.server.engine.backward.folding import fold_static, has_shape_ops
+from onnxplain.server.engine.backward.precision import as_float32
 from onnxplain.server.engine.session import create_session
 
 # Rules emit ScatterElements with reduction="add" (opset 16) and input-form axes (opset 13): older models are
@@ -22,6 +23,20 @@ MIN_OPSET = 16
 
 class ConversionError(ValueError):
     """The model's opset is older than the rules need and ONNX's version converter could not raise it."""
+
+
+def prepare_forward(model: onnx.ModelProto, input_name: str, sample_shape: Sequence[int]) -> onnx.ModelProto:
+    """The model (modified, or a converted copy) ready for the walk at images of `sample_shape` (no batch): every
+    dimension but the batch fixed, raised to MIN_OPSET, in float32, and everything static at this image size folded.
+    Shapes needed to fold the shape arithmetic come from shape inference, or from a probe run where it gives up."""
+    fix_input_shape(model, input_name, sample_shape)
+    model = with_min_opset(model)
+    as_float32(model, input_name)
+    fold_static(model)
+    if has_shape_ops(model):
+        _, shapes, _ = infer_shapes(model, ShapeProbe(input_name, tuple(sample_shape)))
+        fold_static(model, shapes)
+    return model
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -54,67 +69,11 @@ def _keep_legacy_resize_semantics(model: onnx.ModelProto) -> None:
             node.attribute.append(onnx.helper.make_attribute("nearest_mode", "floor"))
 
 
-# Constant subgraphs (shape arithmetic the exporter left unfolded) are folded up to this many output elements; larger
-# results are weights, which folding would only copy.
-FOLD_LIMIT = 1 << 16
-_NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
-
-
-def fold_constants(model: onnx.ModelProto) -> None:
-    """Replace nodes whose inputs are all constants by initializers holding their (small) outputs. Exporters leave
-    such subgraphs (e.g. torch's legacy exporter writes F.pad's pads as ConstantOfShape-Concat-Reshape-Slice-Cast),
-    and shape inference does not evaluate them, so the shapes after them would stay unknown. Evaluated with ONNX's
-    reference implementation, one node at a time."""
-    graph = model.graph
-    constants = {init.name: init for init in graph.initializer}
-    opset = model_opset(model)
-    kept = []
-    for node in graph.node:
-        inputs = [name for name in node.input if name]
-        foldable = node.domain in ("", "ai.onnx") and node.op_type not in _NOT_FOLDED and not _has_subgraph(node)
-        if foldable and all(name in constants for name in inputs):
-            values = _evaluate(node, [constants[name] for name in inputs], opset)
-            if values is not None:
-                for name, value in zip([out for out in node.output if out], values, strict=True):
-                    tensor = numpy_helper.from_array(np.asarray(value), name)
-                    constants[name] = tensor
-                    graph.initializer.append(tensor)
-                continue
-        kept.append(node)
-    if len(kept) < len(graph.node):
-        del graph.node[:]
-        graph.node.extend(kept)
-
-
-def _evaluate(node: onnx.NodeProto, inputs: list[onnx.TensorProto], opset: int) -> list[np.ndarray] | None:
-    if sum(int(np.prod(tensor.dims)) for tensor in inputs) > FOLD_LIMIT:
-        return None
-    try:
-        evaluator = ReferenceEvaluator(_single_node_model(node, inputs, opset))
-        values = evaluator.run(None, {tensor.name: numpy_helper.to_array(tensor) for tensor in inputs})
-    except Exception:  # an op the reference implementation lacks, or cannot run on these values: left in place
-        return None
-    return values if all(np.asarray(v).size <= FOLD_LIMIT for v in values) else None
-
-
-def _single_node_model(node: onnx.NodeProto, inputs: list[onnx.TensorProto], opset: int) -> onnx.ModelProto:
-    graph = onnx.helper.make_graph(
-        [node],
-        "fold",
-        [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inputs],
-        [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name],
-    )
-    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-
-
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(
-        attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute
-    )
-
-
 def fix_input_shape(model: onnx.ModelProto, input_name: str, sample_shape: Sequence[int]) -> None:
-    """Set every dimension of the input but the batch, so shape inference resolves all shapes but the batch."""
+    """Set every dimension of the input but the batch, so shape inference resolves all shapes but the batch.
+    Dimensions written as a non-positive `dim_value` (Paddle2ONNX writes -1 for a dynamic batch) are unknown:
+    shape inference would otherwise take -1 as a size and rules would emit constant shapes holding it."""
+    _clear_unknown_dims(model.graph)
     value = next(v for v in model.graph.input if v.name == input_name)
     dims = value.type.tensor_type.shape.dim
     for dim, size in zip(dims[1:], sample_shape, strict=True):
@@ -123,6 +82,14 @@ def fix_input_shape(model: onnx.ModelProto, input_name: str, sample_shape: Seque
     if not dims[0].HasField("dim_value"):
         dims[0].Clear()
         dims[0].dim_param = "batch"
+
+
+def _clear_unknown_dims(graph: onnx.GraphProto) -> None:
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
+                dim.dim_param = f"{value.name}_dim{index}"
 
 
 # Initializers larger than this are weights: shape inference needs their dims, never their values.
@@ -158,7 +125,9 @@ def infer_shapes(
         tensor_type = value.type.tensor_type
         dtypes[value.name] = tensor_type.elem_type
         if tensor_type.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
+            shapes[value.name] = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
+            )
     unknown = [
         out
         for node in model.graph.node

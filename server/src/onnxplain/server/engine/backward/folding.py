@@ -1,0 +1,141 @@
+"""Fold what is static once the image size is fixed: constant subgraphs, and the shape arithmetic exporters leave in
+the graph (Shape -> Gather -> Sub -> Div -> Cast -> Concat for TF-style "SAME" padding, ConstantOfShape-Concat-Slice
+for F.pad), so that rules see constant pads, sizes and axes instead of tensors computed at run time.
+
+A tensor is static when it does not depend on the batch size, the one dimension left unknown. The shape arithmetic
+is evaluated, one node at a time with ONNX's reference implementation, once per trial batch size, with the shapes
+shape inference (or a probe run) gave; every tensor that comes out the same for each trial batch is replaced by an
+initializer. Data never enters: a Shape node only reads its input's static shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from onnxplain.server.engine.backward.context import Shape
+
+# Results are folded up to this many elements; larger ones are weights, which folding would only copy.
+FOLD_LIMIT = 1 << 16
+# Batch sizes each shape computation is evaluated at: a tensor equal for all of them does not depend on the batch.
+# Three sizes, so that thresholds (Min(batch, 2), Where(batch > 1)) cannot make a batch-dependent tensor look static.
+TRIAL_BATCHES = (1, 2, 3)
+_NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
+_SHAPE_OPS = {"Shape", "Size"}
+
+
+def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = None) -> bool:
+    """Replace the nodes whose outputs are static by initializers holding them; returns whether any was folded.
+    Without `shapes`, only subgraphs of constants fold."""
+    graph = model.graph
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
+    initializers = {init.name: init for init in graph.initializer}
+    trials = [TRIAL_BATCHES[0]] if shapes is None else list(TRIAL_BATCHES)
+    values: list[dict[str, np.ndarray]] = [{} for _ in trials]
+    kept = []
+    for node in graph.node:
+        outputs = _evaluate(node, trials, values, initializers, shapes or {}, opset)
+        if outputs is None:
+            kept.append(node)
+            continue
+        for run, computed in zip(values, outputs, strict=True):
+            run.update(zip([name for name in node.output if name], computed, strict=True))
+        if not all(_same(outputs[0], other) for other in outputs[1:]):
+            kept.append(node)  # depends on the batch: stays, but later nodes may still fold through it
+            continue
+        for name, value in zip([name for name in node.output if name], outputs[0], strict=True):
+            graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    folded = len(kept) < len(graph.node)
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return folded
+
+
+def has_shape_ops(model: onnx.ModelProto) -> bool:
+    """Whether any Shape or Size node is left to fold once shapes are known."""
+    return any(node.op_type in _SHAPE_OPS for node in model.graph.node)
+
+
+def _evaluate(
+    node: onnx.NodeProto,
+    trials: list[int],
+    values: list[dict[str, np.ndarray]],
+    initializers: dict[str, onnx.TensorProto],
+    shapes: Mapping[str, Shape],
+    opset: int,
+) -> list[list[np.ndarray]] | None:
+    """The node's outputs for each trial batch size, or None when they cannot be computed without data."""
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or _has_subgraph(node):
+        return None
+    if node.op_type in _SHAPE_OPS:
+        source = node.input[0]
+        known = tuple(initializers[source].dims) if source in initializers else shapes.get(source)
+        return _shape_values(node, trials, known)
+    names = [name for name in node.input if name]
+    if not all(name in values[0] or _small_constant(initializers.get(name)) for name in names):
+        return None
+    results = []
+    for run in values:
+        inputs = {name: run[name] if name in run else numpy_helper.to_array(initializers[name]) for name in names}
+        computed = _run_node(node, inputs, opset)
+        if computed is None:
+            return None
+        results.append(computed)
+    return results
+
+
+def _shape_values(node: onnx.NodeProto, trials: list[int], shape: Shape | None) -> list[list[np.ndarray]] | None:
+    """Shape's or Size's output at each trial batch size, from the input's shape (only its batch may be unknown)."""
+    if shape is None or any(d is None for d in shape[1:]):
+        return None
+    start = next((a.i for a in node.attribute if a.name == "start"), 0)
+    end = next((a.i for a in node.attribute if a.name == "end"), None)
+    results = []
+    for batch in trials:
+        dims = [batch if d is None else d for d in shape]
+        value = np.asarray(dims[start:end], np.int64) if node.op_type == "Shape" else np.asarray(np.prod(dims))
+        results.append([value.astype(np.int64)])
+    return results
+
+
+def _small_constant(tensor: onnx.TensorProto | None) -> bool:
+    return tensor is not None and int(np.prod(tensor.dims)) <= FOLD_LIMIT
+
+
+def _run_node(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int) -> list[np.ndarray] | None:
+    if sum(value.size for value in inputs.values()) > FOLD_LIMIT:
+        return None
+    try:
+        outputs = ReferenceEvaluator(_single_node_model(node, inputs, opset)).run(None, inputs)
+    except Exception:  # an op the reference implementation lacks, or cannot run on these values: left in place
+        return None
+    outputs = [np.asarray(value) for value in outputs]
+    return outputs if all(value.size <= FOLD_LIMIT for value in outputs) else None
+
+
+def _single_node_model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(
+        [node],
+        "fold",
+        [
+            onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+            for name, value in inputs.items()
+        ],
+        [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(
+        attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute
+    )

@@ -127,3 +127,37 @@ def test_pow_with_an_exponent_broadcasting_the_base() -> None:
     exponent = np.array([[1.0, 2.0, 3.0]], np.float32)
     model = one_op_model("Pow", {"x": x}, {"p": exponent})
     check_against_torch(model, {"x": x}, lambda t: torch.pow(t, torch.tensor(exponent, dtype=t.dtype)))
+
+
+@pytest.mark.parametrize(
+    ("op_type", "attrs", "function"),
+    [
+        ("Elu", {}, F.elu),
+        ("Elu", {"alpha": 0.5}, lambda t: F.elu(t, alpha=0.5)),
+        ("Selu", {}, F.selu),
+        ("Selu", {"alpha": 1.5, "gamma": 2.0}, lambda t: torch.where(t > 0, 2.0 * t, 3.0 * torch.expm1(t))),
+        ("Celu", {}, F.celu),
+        ("Celu", {"alpha": 2.0}, lambda t: F.celu(t, alpha=2.0)),
+    ],
+)
+def test_exponential_linear_units_at_zero(op_type: str, attrs: dict, function) -> None:
+    # At 0 torch takes the negative piece's slope: alpha (Elu), gamma·alpha (Selu), 1 (Celu).
+    _check_unary(op_type, _with_values([0.0, -0.0, 1e-6, -1e-6, -30.0]), function, **attrs)
+
+
+@pytest.mark.parametrize("alpha", [None, 0.5, -1.0])
+def test_thresholded_relu_is_strict_at_alpha(alpha: float | None) -> None:
+    a = 1.0 if alpha is None else alpha
+    attrs = {} if alpha is None else {"alpha": alpha}
+    _check_unary(
+        "ThresholdedRelu", _with_values([a, 0.0, a + 1e-3, a - 1e-3]), lambda t: F.threshold(t, a, 0.0), **attrs
+    )
+
+
+@pytest.mark.parametrize(
+    ("op_type", "function"), [("Softplus", F.softplus), ("Softsign", F.softsign), ("Mish", F.mish)]
+)
+@pytest.mark.parametrize("opset", [18, 22])
+def test_smooth_activations(op_type: str, function, opset: int) -> None:
+    # Mish appeared at opset 18; Softplus and Softsign got new versions at 22. Large inputs reach saturation.
+    _check_unary(op_type, _with_values([0.0, 25.0, -25.0], scale=3.0), function, opset=opset)

@@ -67,3 +67,9 @@ def test_sum_of_one_input() -> None:
 def test_neg() -> None:
     inputs = {"a": _operand((2, 3), 1)}
     check_against_torch(one_op_model("Neg", inputs), inputs, torch.neg)
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_variadic_mean_broadcasts(opset: int) -> None:
+    inputs = {"a": _operand((2, 3, 4, 5), 1), "b": _operand((3, 1, 1), 2), "c": _operand((5,), 3)}
+    check_against_torch(one_op_model("Mean", inputs, opset=opset), inputs, lambda a, b, c: (a + b + c) / 3)

@@ -104,3 +104,31 @@ def test_batch_normalization_in_training_mode_is_refused():
     model = one_op_model("BatchNormalization", {"x": x}, p, outputs=3, opset=15, training_mode=1)
     with pytest.raises(MissingRule, match="training mode"):
         onnx_vjp(model, {"x": x}, np.ones(x.shape, np.float32), ["x"])
+
+
+@pytest.mark.parametrize(("shape", "groups"), [((2, 6, 4, 3), 3), ((2, 4, 5), 2), ((1, 4, 3, 3), 4), ((2, 6, 2, 2), 1)])
+@pytest.mark.parametrize("opset", [18, 21])
+def test_group_normalization(shape: tuple[int, ...], groups: int, opset: int) -> None:
+    """Opset 18 scales per group, opset 21 per channel; torch's group_norm scales per channel, so the per-group
+    parameters are repeated over each group's channels for it."""
+    channels = shape[1]
+    width = channels if opset >= 21 else groups
+    scale, bias = (1.0 + _random(width)).astype(np.float32), _random(width)
+    x = 3.0 * _random(*shape) + 1.0
+    model = one_op_model(
+        "GroupNormalization", {"x": x}, {"scale": scale, "bias": bias}, opset=opset, num_groups=groups, epsilon=1e-3
+    )
+    repeats = channels // width
+
+    def reference(t):
+        weight, shift = (_tensor(np.repeat(p, repeats), t) for p in (scale, bias))
+        return F.group_norm(t, groups, weight, shift, eps=1e-3)
+
+    check_against_torch(model, {"x": x}, reference)
+
+
+def test_group_normalization_with_symbolic_batch() -> None:
+    x = _random(2, 4, 3, 3)
+    params = {"scale": _random(4), "bias": _random(4)}
+    model = symbolic_batch(one_op_model("GroupNormalization", {"x": x}, params, opset=21, num_groups=2))
+    check_against_torch(model, {"x": x}, lambda t: F.group_norm(t, 2, *(_tensor(p, t) for p in params.values())))

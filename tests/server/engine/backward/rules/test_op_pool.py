@@ -186,3 +186,44 @@ def test_global_max_pool_vjp_matches_torch() -> None:
     x = _image((2, 3, 5, 6))
     model = one_op_model("GlobalMaxPool", {"x": x})
     check_against_torch(model, {"x": x}, lambda t: t.amax(dim=(2, 3), keepdim=True))
+
+
+def _lp_pool_reference(p: int, kernel: tuple[int, int], strides: tuple[int, int], pads: tuple[int, int, int, int]):
+    """ONNX's LpPool, (Σ|x|^p)^(1/p) per window, in torch: lp_pool2d of |x| after explicit zero pads (zeros add
+    nothing to the sum)."""
+    return lambda t: F.lp_pool2d(F.pad(t.abs(), pads), p, kernel, strides)
+
+
+# name: (input shape, LpPool attributes, torch pads (left, right, top, bottom))
+LP_POOLS = {
+    "p2_k2_s2": ((2, 3, 4, 6), {"p": 2, "kernel_shape": [2, 2], "strides": [2, 2]}, (0, 0, 0, 0)),
+    "p2_k3_s1_overlap": ((1, 2, 5, 5), {"kernel_shape": [3, 3]}, (0, 0, 0, 0)),
+    "p3_k3_s2_pads": (
+        (1, 2, 6, 7),
+        {"p": 3, "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 0, 1]},
+        (0, 1, 1, 0),
+    ),
+    "p1_k2_s1": ((1, 2, 4, 4), {"p": 1, "kernel_shape": [2, 2]}, (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("pool", list(LP_POOLS))
+@pytest.mark.parametrize("opset", [17, 18])
+def test_lp_pool_vjp_matches_torch(pool: str, opset: int) -> None:
+    shape, attrs, pads = LP_POOLS[pool]
+    x = _image(shape)
+    x[0, 0, :2, :2] = 0.0  # a window of zeros: a zero norm, whose gradient torch (and the rule) make 0
+    x[0, 1, 0, 0] = 0.0
+    model = one_op_model("LpPool", {"x": x}, opset=opset, **attrs)
+    strides = tuple(attrs.get("strides", [1, 1]))
+    reference = _lp_pool_reference(attrs.get("p", 2), tuple(attrs["kernel_shape"]), strides, pads)
+    check_against_torch(model, {"x": x}, reference)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_global_lp_pool_vjp_matches_torch(p: int) -> None:
+    x = _image((2, 3, 4, 5))
+    x[0, 0] = 0.0  # a zero channel
+    x[1, 1, 0, :2] = 0.0
+    model = one_op_model("GlobalLpPool", {"x": x}, p=p)
+    check_against_torch(model, {"x": x}, lambda t: torch.linalg.vector_norm(t, ord=p, dim=(2, 3), keepdim=True))

@@ -185,3 +185,27 @@ def test_resize_of_channels_is_refused() -> None:
     model = _resize_model(x, scales=[1, 2, 2, 2], mode="nearest")
     with pytest.raises(MissingRule, match="two last axes"):
         differentiate(model, "y0", ["x"])
+
+
+def _upsample_model(x: np.ndarray, opset: int, scales: list[float], mode: str) -> onnx.ModelProto:
+    """Upsample as opsets 7-8 (scales attribute) and 9 (scales input) define it. The builder raises such models to
+    opset 16, where ONNX's version converter has turned Upsample into Resize; no Upsample rule is involved."""
+    if opset < 9:
+        return one_op_model("Upsample", {"x": x}, opset=opset, scales=scales, mode=mode)
+    return one_op_model("Upsample", {"x": x}, {"scales": np.asarray(scales, np.float32)}, opset=opset, mode=mode)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+@pytest.mark.parametrize("scales", [[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 3.0, 2.0]])
+def test_upsample_nearest_converted_to_resize_matches_torch(opset: int, scales: list[float]) -> None:
+    x = _image((1, 2, 3, 4))
+    model = _upsample_model(x, opset, scales, "nearest")
+    check_against_torch(model, {"x": x}, lambda t: F.interpolate(t, scale_factor=tuple(scales[2:]), mode="nearest"))
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_upsample_linear_converted_to_resize_matches_onnxruntime(opset: int) -> None:
+    # Upsample's linear mode samples at x_out / scale (asymmetric), which torch's interpolate has no mode for: central
+    # differences of ONNX Runtime's Upsample itself, at the model's own opset, are the reference.
+    x = _image((1, 2, 3, 4))
+    check_against_finite_differences(_upsample_model(x, opset, [1.0, 1.0, 2.0, 1.5], "linear"), {"x": x})

@@ -2,8 +2,8 @@
 Div/Erf/Add/Mul, a decomposed LayerNorm is ReduceMean/Sub/Pow/Sqrt/Div).
 
 Masks are Greater/Less/And applied by ctx.masked (no Equal: Equal-19 misses a CUDA kernel). Kinks follow torch's
-backward: Relu, Clip and HardSigmoid are strict (0 at the kink), LeakyRelu and PRelu take the negative slope at 0,
-HardSwish takes the outer pieces' slopes (0 and 1) at ±3.
+backward: Relu, Clip, HardSigmoid and ThresholdedRelu are strict (0 at the kink), LeakyRelu, PRelu, Elu, Selu and
+Celu take the negative piece's slope at 0, HardSwish takes the outer pieces' slopes (0 and 1) at ±3.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from onnxplain.server.engine.backward.rules.registry import ForwardNode, Gradien
 
 _GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
+# Selu's ONNX defaults (float32 values of the constants of Klambauer et al.).
+_SELU_ALPHA = 1.67326319217681884765625
+_SELU_GAMMA = 1.05070102214813232421875
 
 
 @vjp("Relu")
@@ -50,6 +53,55 @@ def clip(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str 
         return [grads[0], None, None]
     inside = masks[0] if len(masks) == 1 else ctx.op("And", masks)
     return [ctx.masked(inside, grads[0], x), None, None]
+
+
+@vjp("ThresholdedRelu")
+def thresholded_relu(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    x = node.inputs[0]
+    return [ctx.masked(_compare(ctx, "Greater", x, node.attrs.get("alpha", 1.0)), grads[0], x)]
+
+
+@vjp("Elu", "Selu", "Celu")
+def exponential_linear(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    """y = s·x for x > 0, y = a·(exp(x/c) - 1) otherwise, so the negative piece's slope is y/c + a/c: read off the
+    output, no Exp. (s, a, c) = (1, alpha, 1) for Elu, (gamma, gamma·alpha, 1) for
+    Selu, (1, alpha, alpha) for Celu."""
+    x, y, g = node.inputs[0], node.outputs[0], grads[0]
+    positive, amplitude, width = _exponential_linear_constants(node)
+    negative_slope = ctx.op("Add", [_scaled(ctx, y, 1.0 / width), ctx.scalar(amplitude / width, y)])
+    positive_grad = g if positive == 1.0 else _scaled(ctx, g, positive, like=x)
+    return [ctx.op("Where", [_compare(ctx, "Greater", x, 0.0), positive_grad, ctx.op("Mul", [g, negative_slope])])]
+
+
+def _exponential_linear_constants(node: ForwardNode) -> tuple[float, float, float]:
+    if node.op_type == "Selu":
+        alpha, gamma = node.attrs.get("alpha", _SELU_ALPHA), node.attrs.get("gamma", _SELU_GAMMA)
+        return gamma, gamma * alpha, 1.0
+    alpha = node.attrs.get("alpha", 1.0)
+    return 1.0, alpha, alpha if node.op_type == "Celu" else 1.0
+
+
+@vjp("Softplus")
+def softplus(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    return [ctx.op("Mul", [grads[0], ctx.op("Sigmoid", [node.inputs[0]])])]
+
+
+@vjp("Softsign")
+def softsign(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    """y = x/(1 + |x|): y' = 1/(1 + |x|)²."""
+    x = node.inputs[0]
+    denominator = _plus_one(ctx, ctx.op("Abs", [x]))
+    return [ctx.op("Div", [grads[0], ctx.op("Mul", [denominator, denominator])])]
+
+
+@vjp("Mish")
+def mish(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    """y = x·t, t = tanh(softplus(x)): y' = t + x·(1 - t²)·sigmoid(x). t is recomputed: y/x fails at x = 0."""
+    x = node.inputs[0]
+    t = ctx.op("Tanh", [ctx.op("Softplus", [x])])
+    sech_squared = _one_minus(ctx, ctx.op("Mul", [t, t]), like=x)
+    slope = ctx.op("Add", [t, ctx.op("Mul", [ctx.op("Mul", [x, sech_squared]), ctx.op("Sigmoid", [x])])])
+    return [ctx.op("Mul", [grads[0], slope])]
 
 
 @vjp("Sigmoid")

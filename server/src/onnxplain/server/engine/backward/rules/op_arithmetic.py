@@ -13,6 +13,13 @@ def add(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str |
     return [_to_operand(ctx, grads[0], operand, node) for operand in node.inputs]
 
 
+@vjp("Mean")
+def mean(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    """The variadic mean: Sum's VJP of g/n."""
+    share = ctx.op("Mul", [grads[0], ctx.scalar(1.0 / len(node.inputs), node.outputs[0])])
+    return [_to_operand(ctx, share, operand, node) for operand in node.inputs]
+
+
 @vjp("Sub")
 def sub(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
     a, b = node.inputs

@@ -1,9 +1,10 @@
 """VJP rules of the normalization layers, for the input only: their parameters are constants in inference graphs.
 
 BatchNormalization at inference is a per-channel affine map, so its VJP is one Mul by a constant folded at build
-time. InstanceNormalization and LayerNormalization normalise with statistics of the input itself, so the backward
-recomputes them (exports drop LayerNormalization's optional Mean/InvStdDev outputs) with ReduceSum times 1/n, which
-every opset has in the same form, rather than ReduceMean, whose axes moved to an input at opset 18.
+time. InstanceNormalization, GroupNormalization and LayerNormalization normalise with statistics of the input
+itself, so the backward recomputes them (exports drop LayerNormalization's optional Mean/InvStdDev outputs) with
+ReduceSum times 1/n, which every opset has in the same form, rather than ReduceMean, whose axes moved to an input at
+opset 18.
 """
 
 from __future__ import annotations
@@ -38,8 +39,34 @@ def instance_normalization(ctx: BackwardContext, node: ForwardNode, grads: Gradi
     _parameters_fixed(ctx, node)
     x = node.input(0)
     scale = _per_channel(ctx, constant(ctx, node.input(1), "InstanceNormalization scale"), x)
-    spatial = range(2, ctx.rank(x))
-    return [_normalized_vjp(ctx, x, grads[0], scale, spatial, node.attrs.get("epsilon", DEFAULT_EPSILON))]
+    spatial = list(range(2, ctx.rank(x)))
+    scaled = ctx.op("Mul", [grads[0], scale])
+    count = int(np.prod(static_dims(ctx, x, spatial)))
+    return [_normalized_vjp(ctx, x, scaled, spatial, count, node.attrs.get("epsilon", DEFAULT_EPSILON), like=x)]
+
+
+@vjp("GroupNormalization")
+def group_normalization(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
+    """Statistics per sample and group of C/G channels, over those channels and the spatial axes: x and g are
+    reshaped to [N, G, C/G·spatial] and normalised on the last axis. The scale is per group at opset 18, per channel
+    from opset 21 (it multiplies g before the reshape there)."""
+    _parameters_fixed(ctx, node)
+    x = node.input(0)
+    groups = node.attrs["num_groups"]
+    channels, *spatial = static_dims(ctx, x, range(1, ctx.rank(x)))
+    scale = constant(ctx, node.input(1), "GroupNormalization scale")
+    grouped = ctx.ints([0, groups, -1])  # 0 copies the (possibly symbolic) batch
+
+    def regrouped(tensor: str) -> str:
+        return ctx.op("Reshape", [tensor, grouped])
+
+    if ctx.opset >= 21:
+        scaled = regrouped(ctx.op("Mul", [grads[0], _per_channel(ctx, scale, x)]))
+    else:
+        scaled = ctx.op("Mul", [regrouped(grads[0]), ctx.constant(scale.reshape(groups, 1), like=x)])
+    count = channels // groups * int(np.prod(spatial))
+    epsilon = node.attrs.get("epsilon", DEFAULT_EPSILON)
+    return [ctx.reshape_like(_normalized_vjp(ctx, regrouped(x), scaled, [2], count, epsilon, like=x), x)]
 
 
 @vjp("LayerNormalization")
@@ -50,26 +77,30 @@ def layer_normalization(ctx: BackwardContext, node: ForwardNode, grads: Gradient
     _parameters_fixed(ctx, node)
     x = node.input(0)
     rank = ctx.rank(x)
-    normalized = range(node.attrs.get("axis", -1) % rank, rank)
+    normalized = list(range(node.attrs.get("axis", -1) % rank, rank))
     epsilon = node.attrs.get("epsilon", DEFAULT_EPSILON)
-    return [_normalized_vjp(ctx, x, grads[0], node.input(1), normalized, epsilon)]
+    scaled = ctx.op("Mul", [grads[0], node.input(1)])
+    count = int(np.prod(static_dims(ctx, x, normalized)))
+    return [_normalized_vjp(ctx, x, scaled, normalized, count, epsilon, like=x)]
 
 
-def _normalized_vjp(ctx: BackwardContext, x: str, grad: str, scale: str, axes: Sequence[int], epsilon: float) -> str:
-    """dx of y = scale·x̂ + B with x̂ = (x - mean(x))/std(x) over `axes`:
-    (g·scale - mean(g·scale) - x̂·mean(g·scale·x̂))/std(x)."""
+def _normalized_vjp(
+    ctx: BackwardContext, x: str, scaled: str, axes: Sequence[int], count: int, epsilon: float, like: str
+) -> str:
+    """dx of y = scale·x̂ + B with x̂ = (x - mean(x))/std(x) over `axes` (`count` elements), given scaled = g·scale:
+    (scaled - mean(scaled) - x̂·mean(scaled·x̂))/std(x). `like` is a forward tensor of x's dtype (x may be a new,
+    reshaped one)."""
     axes = list(axes)
-    inverse_count = ctx.scalar(1.0 / np.prod(static_dims(ctx, x, axes)), x)
+    inverse_count = ctx.scalar(1.0 / count, like)
 
     def mean(tensor: str) -> str:
         return ctx.op("Mul", [ctx.reduce_sum(tensor, axes), inverse_count])
 
     centered = ctx.op("Sub", [x, mean(x)])
     variance = mean(ctx.op("Mul", [centered, centered]))
-    std = ctx.op("Sqrt", [ctx.op("Add", [variance, ctx.scalar(epsilon, x)])])
-    inverse_std = ctx.op("Div", [ctx.scalar(1.0, x), std])
+    std = ctx.op("Sqrt", [ctx.op("Add", [variance, ctx.scalar(epsilon, like)])])
+    inverse_std = ctx.op("Div", [ctx.scalar(1.0, like), std])
     normalized = ctx.op("Mul", [centered, inverse_std])
-    scaled = ctx.op("Mul", [grad, scale])
     centered_grad = ctx.op("Sub", [scaled, mean(scaled)])
     projected = ctx.op("Sub", [centered_grad, ctx.op("Mul", [normalized, mean(ctx.op("Mul", [scaled, normalized]))])])
     return ctx.op("Mul", [projected, inverse_std])

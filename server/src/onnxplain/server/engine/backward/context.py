@@ -45,6 +45,10 @@ class BackwardContext:
         self._constants: dict[str, np.ndarray] = {}
         # The forward node computing each tensor (nodes the rules add later are not looked up).
         self._producers = {output: node for node in graph.node for output in node.output if output}
+        # The forward nodes reading each tensor, indexed on first use (few rules ask): rules only append nodes, so the
+        # forward ones stay the first `_forward_count`.
+        self._forward_count = len(graph.node)
+        self._consumers: dict[str, list[onnx.NodeProto]] | None = None
         self._never_negative: dict[str, bool] = {}
         self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
         self._taken |= set(self._constant_protos) | {value.name for value in graph.input}
@@ -80,6 +84,15 @@ class BackwardContext:
         if name not in self._constants and name in self._constant_protos:
             self._constants[name] = numpy_helper.to_array(self._constant_protos[name])
         return self._constants.get(name) if name else None
+
+    def consumers(self, name: str) -> list[onnx.NodeProto]:
+        """The forward nodes that read the tensor."""
+        if self._consumers is None:
+            self._consumers = {}
+            for node in self.graph.node[: self._forward_count]:
+                for used in set(node.input):
+                    self._consumers.setdefault(used, []).append(node)
+        return self._consumers.get(name, [])
 
     def never_negative(self, name: str) -> bool:
         """Whether the forward graph guarantees the tensor is >= 0 (a ReLU's output, a max pool of one...)."""

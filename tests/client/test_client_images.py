@@ -24,10 +24,17 @@ def test_array_likes_such_as_framework_tensors_are_accepted():
     assert to_image(ArrayLike()).WhichOneof("source") == "tensor"
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int64", "bool"])
-def test_integer_arrays_are_rejected_as_undecodable_pixels(dtype):
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64"])
+def test_integer_arrays_go_in_their_own_dtype_for_integer_input_models(dtype):
+    pixels = np.arange(48).reshape(4, 4, 3).astype(dtype)
+    decoded = decode_tensor(to_image(pixels).tensor)
+    assert decoded.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_boolean_arrays_are_rejected():
     with pytest.raises(TypeError, match="path or bytes"):
-        to_image(np.zeros((4, 4, 3), dtype=dtype))
+        to_image(np.zeros((4, 4, 3), dtype=bool))
 
 
 @pytest.mark.parametrize("data", [b"\x89PNG...", bytearray(b"\x89PNG..."), memoryview(b"\x89PNG...")])

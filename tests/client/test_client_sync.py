@@ -85,7 +85,7 @@ def test_an_unreachable_server_is_unavailable():
 
 def test_bad_arguments_fail_before_any_call(client, fake_service):
     with pytest.raises(TypeError):
-        client.explain("resnet", np.zeros((4, 4, 3), dtype=np.uint8))
+        client.explain("resnet", np.zeros((4, 4, 3), dtype=bool))
     with pytest.raises(TypeError, match="'window'"):
         client.explain("resnet", b"png", window={"h": 4})
     assert fake_service.requests == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -77,11 +78,21 @@ def test_non_classifier_output_is_refused() -> None:
         read_signature(model)
 
 
-def test_integer_input_is_refused() -> None:
+def test_integer_input_is_read_with_its_type() -> None:
     model = _graph_model(
         [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
         [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["c"], ["y"])],
     )
-    with pytest.raises(SignatureError, match="float image input"):
+    signature = read_signature(model)
+    assert signature.input.is_integer and signature.input.numpy_dtype == np.uint8
+
+
+def test_boolean_input_is_refused() -> None:
+    model = _graph_model(
+        [helper.make_tensor_value_info("x", TensorProto.BOOL, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
+        [helper.make_node("Cast", ["x"], ["c"], to=TensorProto.FLOAT), helper.make_node("Flatten", ["c"], ["y"])],
+    )
+    with pytest.raises(SignatureError, match="float or integer image input"):
         read_signature(model)

@@ -1,4 +1,4 @@
-"""Turns what a caller holds (a file path, file bytes, a float array) into the wire Image."""
+"""Turns what a caller holds (a file path, file bytes, a float or integer array) into the wire Image."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from onnxplain.client.tensors import encode_tensor
 from onnxplain.v1 import explain_service_pb2 as pb
 
 ImageLike: TypeAlias = np.ndarray | bytes | bytearray | memoryview | str | os.PathLike[str] | pb.Image
-"""Encoded file bytes, a path to an image file, or a float array already in the model's input layout."""
+"""Encoded file bytes, a path to an image file, or an array in the model's input layout: float for a float input
+(already preprocessed), integer (e.g. uint8 pixels) for a model whose input is integer."""
 
 ImagesLike: TypeAlias = ImageLike | list[ImageLike] | tuple[ImageLike, ...]
 """One image (one result back) or a list/tuple of them (a list of results back)."""
@@ -27,7 +28,9 @@ SegmentsLike: TypeAlias = SegmentMap | SegmentMaps | None
 
 
 def to_image(image: ImageLike) -> pb.Image:
-    """Paths and bytes go as encoded images the server preprocesses; float arrays go as raw model-input tensors."""
+    """Paths and bytes go as encoded images the server preprocesses; arrays go as raw model-input tensors, float ones
+    as float32 and integer ones in their own dtype. The server knows the model's input type and refuses a tensor of
+    the wrong kind (an integer array for a float input is most likely undecoded pixels) with INVALID_ARGUMENT."""
     if isinstance(image, pb.Image):
         return image
     if isinstance(image, (bytes, bytearray, memoryview)):
@@ -37,11 +40,11 @@ def to_image(image: ImageLike) -> pb.Image:
         return _encoded(path.read_bytes(), str(path))
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         message = pb.Image()
-        message.tensor.CopyFrom(encode_tensor(_float32_array(np.asarray(image))))
+        message.tensor.CopyFrom(encode_tensor(_tensor_array(np.asarray(image))))
         return message
     raise TypeError(
         f"cannot send a {type(image).__name__} as an image: pass encoded image bytes, a path to an image "
-        "file, or a float array in the model's input layout"
+        "file, or an array in the model's input layout"
     )
 
 
@@ -101,13 +104,15 @@ def _encoded(data: bytes, what: str) -> pb.Image:
     return pb.Image(encoded=data)
 
 
-def _float32_array(array: np.ndarray) -> np.ndarray:
-    # Integer arrays are almost always decoded pixels; sending them as a tensor would skip the model's preprocessing
-    # and silently explain garbage, and the client deliberately has no image codec to encode them.
-    if array.dtype.kind != "f":
+def _tensor_array(array: np.ndarray) -> np.ndarray:
+    """Floats as float32; integers as they are, for models whose input is integer (the client does not know the
+    model, so whether an integer array fits is the server's call)."""
+    if array.dtype.kind == "f":
+        return array.astype(np.float32, copy=False)
+    if array.dtype.kind not in "iu":
         raise TypeError(
-            f"a {array.dtype} array looks like decoded pixels, which the client cannot encode: pass the "
-            "image file's path or bytes (the server preprocesses them), or a float array already "
-            "preprocessed into the model's input layout, e.g. (3, 224, 224)"
+            f"cannot send a {array.dtype} array as an image: pass the image file's path or bytes (the server "
+            "preprocesses them), a float array already preprocessed into the model's input layout, e.g. "
+            "(3, 224, 224), or an integer (uint8) array for a model whose input is integer"
         )
-    return array.astype(np.float32, copy=False)
+    return array

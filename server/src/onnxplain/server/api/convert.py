@@ -64,7 +64,10 @@ def tensor_to_array(tensor: tensor_pb.Tensor) -> np.ndarray:
     if dtype is None:
         known = tensor.dtype in tensor_pb.DataType.values()
         name = tensor_pb.DataType.Name(tensor.dtype) if known else f"value {tensor.dtype}"
-        raise InvalidInput(f"tensor dtype {name} is not supported; send DATA_TYPE_FLOAT32")
+        raise InvalidInput(
+            f"tensor dtype {name} is not supported; send DATA_TYPE_FLOAT32 (DATA_TYPE_UINT8 for a model with a uint8 "
+            "input)"
+        )
     shape = list(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"tensor shape {shape} has a negative dimension")

@@ -19,8 +19,6 @@ from onnxplain.server.repository.signature import TensorSpec
 from onnxplain.server.settings import Limits
 
 VARIABLE = -1
-# The numpy type of each float input type read_signature accepts (ONNX type names, lower case).
-_INPUT_DTYPES = {"float": np.dtype(np.float32), "float16": np.dtype(np.float16), "double": np.dtype(np.float64)}
 _OUTPUT_DTYPE = np.dtype(np.float32)
 # Raw tensors may hold this many values per pixel of the image limit, as in handlers/inputs.py.
 _VALUES_PER_PIXEL = 4
@@ -94,7 +92,7 @@ def infer(registry: ModelRegistry, query: InferQuery, limits: Limits, token: Can
 
 def _input_info(model: LoadedModel) -> TensorInfo:
     spec = model.signature.input
-    return TensorInfo(spec.name, _INPUT_DTYPES[spec.dtype], _batched_shape(spec))
+    return TensorInfo(spec.name, spec.numpy_dtype, _batched_shape(spec))
 
 
 def _output_info(model: LoadedModel) -> TensorInfo:

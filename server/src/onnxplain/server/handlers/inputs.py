@@ -1,4 +1,8 @@
-"""Requests' images -> model input tensors: decode and preprocess encoded images, validate raw tensors."""
+"""Requests' images -> model input tensors: decode and preprocess encoded images, validate raw tensors.
+
+Prepared tensors are float32 whatever the model's input type: a float input takes float32 tensors, an integer input
+(uint8 pixels, the normalisation inside the graph) integer tensors whose values its type holds. The session feeds
+them in the input's own type (engine/session.py)."""
 
 from __future__ import annotations
 
@@ -62,8 +66,9 @@ def _from_encoded(model: LoadedModel, data: bytes, limits: Limits) -> PreparedIm
     spec = model.preprocessing
     if spec is None:
         raise InvalidInput(
-            f"model {model.name!r} has no preprocessing config, so it takes raw tensors only: send a float32 tensor "
-            f"shaped {_describe(model.signature.sample_shape)}, or add a preprocessing section to its config.yaml"
+            f"model {model.name!r} has no preprocessing config, so it takes raw tensors only: send a "
+            f"{_tensor_dtype(model)} tensor shaped {_describe(model.signature.sample_shape)}, or add a preprocessing "
+            "section to its config.yaml"
         )
     picture = decode_image(data, spec.color, limits.max_image_pixels)
     tensor, geometry = preprocess(picture, spec)
@@ -72,8 +77,7 @@ def _from_encoded(model: LoadedModel, data: bytes, limits: Limits) -> PreparedIm
 
 def _from_tensor(model: LoadedModel, tensor: np.ndarray, limits: Limits) -> PreparedImage:
     expected = model.signature.sample_shape
-    if tensor.dtype != np.float32:
-        raise InvalidInput(f"tensor dtype must be float32, got {tensor.dtype}")
+    _check_dtype(model, tensor)
     if tensor.ndim != len(expected) or any(
         e is not None and e != d for e, d in zip(expected, tensor.shape, strict=True)
     ):
@@ -85,9 +89,46 @@ def _from_tensor(model: LoadedModel, tensor: np.ndarray, limits: Limits) -> Prep
         raise InvalidInput(f"tensor shape {list(tensor.shape)} has an empty dimension")
     if tensor.size > limits.max_image_pixels * 4:
         raise InvalidInput(f"tensor has {tensor.size} values, above the limit of {limits.max_image_pixels * 4}")
-    if not np.isfinite(tensor).all():
+    if model.signature.input.is_integer:
+        tensor = _integer_values(tensor, model.signature.input.numpy_dtype)
+    elif not np.isfinite(tensor).all():
         raise InvalidInput("tensor contains NaN or infinite values")
     return PreparedImage(tensor=tensor, geometry=None, layout=model.signature.layout)
+
+
+def _tensor_dtype(model: LoadedModel) -> str:
+    """What raw tensors for the model are: float32 for any float input, the input's own type for an integer one."""
+    spec = model.signature.input
+    return spec.numpy_dtype.name if spec.is_integer else "float32"
+
+
+def _check_dtype(model: LoadedModel, tensor: np.ndarray) -> None:
+    """A float input takes float32, an integer input integers: the other kind is almost always a mix-up (raw pixels
+    for a float model, normalised values for an integer one) that a cast would hide."""
+    integer_input = model.signature.input.is_integer
+    accepted = np.issubdtype(tensor.dtype, np.integer) if integer_input else tensor.dtype == np.float32
+    if accepted:
+        return
+    wanted = _tensor_dtype(model)
+    hint = (
+        "the pixels as integers (a float tensor is usually values normalised already, which the graph does itself)"
+        if integer_input
+        else "values already preprocessed into the model's input (an integer array is usually undecoded pixels)"
+    )
+    raise InvalidInput(
+        f"tensor dtype must be {wanted}, got {tensor.dtype}: model {model.name!r} takes {wanted} tensors of {hint}"
+    )
+
+
+def _integer_values(tensor: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The tensor as float32, after checking that every value fits the input type (casting would wrap it)."""
+    limits = np.iinfo(dtype)
+    low, high = int(tensor.min()), int(tensor.max())
+    if low < limits.min or high > limits.max:
+        raise InvalidInput(
+            f"tensor values span [{low}, {high}]; the model's {dtype.name} input holds {limits.min} to {limits.max}"
+        )
+    return tensor.astype(np.float32)
 
 
 def _describe(shape: tuple[int | None, ...]) -> str:

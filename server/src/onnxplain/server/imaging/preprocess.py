@@ -41,6 +41,8 @@ def preprocess(image: np.ndarray, spec: PreprocessingSpec) -> tuple[np.ndarray, 
         raise ValueError(f"unknown interpolation {spec.interpolation!r}; expected one of {sorted(_INTERPOLATION)}")
     if spec.layout not in ("NCHW", "NHWC"):
         raise ValueError(f"unknown layout {spec.layout!r}; expected 'NCHW' or 'NHWC'")
+    if spec.scale is None:
+        raise ValueError("scale is unset; the loader sets it from the model's input type")
     channels = image.shape[2]
     mean = _per_channel(spec.mean, channels, "mean")
     std = _per_channel(spec.std, channels, "std")

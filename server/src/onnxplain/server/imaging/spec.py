@@ -8,6 +8,8 @@ from typing import Literal
 ColorOrder = Literal["rgb", "bgr", "gray"]
 Layout = Literal["NCHW", "NHWC"]
 Interpolation = Literal["linear", "nearest", "cubic", "area"]
+# Pixels 0-255 to [0, 1]: what a float input takes unless its config says otherwise.
+FLOAT_INPUT_SCALE = 1.0 / 255.0
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,9 @@ class PreprocessingSpec:
     resize: tuple[int, ...] = ()
     center_crop: tuple[int, ...] = ()
     color: ColorOrder = "rgb"
-    scale: float = 1.0 / 255.0
+    # None in a config that names no scale, until the model is loaded: then FLOAT_INPUT_SCALE for a float input, 1 for
+    # an integer one (uint8 pixels, the normalisation inside the graph).
+    scale: float | None = FLOAT_INPUT_SCALE
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     # None until the model is loaded: then the model's own layout, unless the config names one.

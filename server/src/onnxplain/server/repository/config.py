@@ -112,7 +112,7 @@ def _preprocessing(raw: Any, input_layout: Layout | None) -> PreprocessingSpec:
         resize=_ints(section.get("resize", ()), "preprocessing.resize", (0, 1, 2)),
         center_crop=_ints(section.get("center_crop", ()), "preprocessing.center_crop", (0, 2)),
         color=_choice(section.get("color"), ColorOrder, "preprocessing.color") or defaults.color,
-        scale=_number(section.get("scale", defaults.scale), "preprocessing.scale"),
+        scale=None if "scale" not in section else _number(section["scale"], "preprocessing.scale"),
         mean=_numbers(section.get("mean", defaults.mean), "preprocessing.mean"),
         std=_numbers(section.get("std", defaults.std), "preprocessing.std"),
         layout=_choice(section.get("layout"), Layout, "preprocessing.layout") or input_layout,

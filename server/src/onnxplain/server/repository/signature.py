@@ -1,11 +1,14 @@
 """What the ONNX graph says about the model: its image input, its class-score output, and how it ends.
 
 Inferred from the graph alone so that a model with no config still serves raw tensors; the config can override.
+Stripping tools leave outputs without a declared shape (or with rank 0): ONNX shape inference fills them in, and
+where it cannot, the loader's probe run does (ModelSignature.with_output_shape).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -17,6 +20,16 @@ _PROBABILITY_OPS = {"Softmax", "Sigmoid"}
 # Activations that end a classifier; gradient methods explain their input (the logits) unless asked otherwise.
 _OUTPUT_ACTIVATIONS = {"Softmax", "LogSoftmax", "Sigmoid"}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+# uint8 pixels and the like, the normalisation inside the graph (a Cast to float first).
+_INTEGER_TYPES = {
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+}
+_IMAGE_DTYPES = {onnx.TensorProto.DataType.Name(t).lower() for t in _FLOAT_TYPES | _INTEGER_TYPES}
 _COLOR_CHANNELS = (1, 3)
 # Activation bytes per input byte assumed when shape inference cannot tell (deep CNNs run 10-100x).
 _FALLBACK_ACTIVATION_RATIO = 50.0
@@ -30,8 +43,24 @@ class SignatureError(ValueError):
 class TensorSpec:
     name: str
     dtype: str
+    # () when neither the graph nor shape inference knows the shape.
     shape: tuple[int | None, ...]
     dim_names: tuple[str, ...]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.DataType.Value(self.dtype.upper())))
+
+    @property
+    def is_integer(self) -> bool:
+        return onnx.TensorProto.DataType.Value(self.dtype.upper()) in _INTEGER_TYPES
+
+    @property
+    def holds_class_scores(self) -> bool:
+        """Whether the shape is (batch, classes), possibly with axes of 1 ((N, K, 1, 1)); True while unknown."""
+        if not self.shape:
+            return True
+        return len(self.shape) >= 2 and sum(1 for d in self.shape[1:] if d != 1) <= 1
 
 
 @dataclass(frozen=True)
@@ -66,14 +95,26 @@ class ModelSignature:
 
     @property
     def num_classes(self) -> int | None:
-        dims = [d for d in self.output.shape[1:] if d != 1]
-        return dims[0] if len(dims) == 1 and dims[0] is not None else None
+        dims = self.output.shape[1:]
+        return math.prod(dims) if dims and None not in dims else None
 
     @property
     def class_axis(self) -> int:
         """The output axis holding the classes: the one after the batch that is not 1 ((N, K) or (N, K, 1, 1))."""
         dims = self.output.shape
         return next((axis for axis in range(1, len(dims)) if dims[axis] != 1), 1)
+
+    def with_output_shape(self, probed: tuple[int, ...]) -> ModelSignature:
+        """The signature with the output shaped as `probed`, the output of one run, but with the input's batch
+        dimension: completes an output the graph and shape inference left unknown or dynamic."""
+        shape = (self.input.shape[0], *probed[1:])
+        names = self.output.dim_names
+        if len(names) != len(shape):
+            names = (self.input.dim_names[0], *("" for _ in shape[1:]))
+        output = replace(self.output, shape=shape, dim_names=names)
+        _check_class_scores(output)
+        outputs = tuple(output if spec.name == output.name else spec for spec in self.outputs)
+        return replace(self, output=output, outputs=outputs)
 
 
 def read_signature(
@@ -84,21 +125,22 @@ def read_signature(
     layout: Layout | None = None,
 ) -> ModelSignature:
     graph = model.graph
+    inferred = _inferred_graph(model)
     initializers = {init.name for init in graph.initializer}
     inputs = tuple(_tensor_spec(value) for value in graph.input if value.name not in initializers)
-    outputs = tuple(_tensor_spec(value) for value in graph.output)
+    inferred_outputs = {value.name: value for value in inferred.output} if inferred is not None else {}
+    outputs = tuple(_tensor_spec(value, inferred_outputs.get(value.name)) for value in graph.output)
     image_input = _pick(inputs, input_name, "input")
-    output = _pick(outputs, output_name, "output")
     if len(inputs) != 1:
         raise SignatureError(f"the model has {len(inputs)} inputs; onnxplain serves models with one image input")
     if len(image_input.shape) != 4:
         raise SignatureError(f"input {image_input.name!r} has rank {len(image_input.shape)}; an image batch has rank 4")
-    if image_input.dtype not in {onnx.TensorProto.DataType.Name(t).lower() for t in _FLOAT_TYPES}:
-        raise SignatureError(f"input {image_input.name!r} is {image_input.dtype}; onnxplain needs a float image input")
-    if len(output.shape) < 2 or sum(1 for d in output.shape[1:] if d != 1) > 1:
+    if image_input.dtype not in _IMAGE_DTYPES:
         raise SignatureError(
-            f"output {output.name!r} has shape {_show(output.shape)}; a classifier outputs (batch, classes)"
+            f"input {image_input.name!r} is {image_input.dtype}; onnxplain needs a float or integer image input"
         )
+    output = _pick(outputs, output_name, "output") if output_name is not None else _class_output(graph, outputs)
+    _check_class_scores(output)
     return ModelSignature(
         input=image_input,
         output=output,
@@ -106,7 +148,7 @@ def read_signature(
         outputs=outputs,
         layout=layout or infer_layout(image_input.shape),
         final_activation=_final_activation(graph, output.name),
-        activation_ratio=_activation_ratio(model, image_input),
+        activation_ratio=_activation_ratio(inferred, image_input),
     )
 
 
@@ -117,8 +159,11 @@ def infer_layout(shape: tuple[int | None, ...]) -> Layout:
     return "NCHW"
 
 
-def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
+def _tensor_spec(value: onnx.ValueInfoProto, inferred: onnx.ValueInfoProto | None = None) -> TensorSpec:
+    """The declared type, or the inferred one where the declaration has no shape (or rank 0) or no element type."""
     tensor_type = value.type.tensor_type
+    if inferred is not None and not (tensor_type.shape.dim and tensor_type.elem_type):
+        tensor_type = inferred.type.tensor_type
     dims = tensor_type.shape.dim
     return TensorSpec(
         name=value.name,
@@ -126,6 +171,34 @@ def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
         shape=tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims),
         dim_names=tuple(d.dim_param if d.HasField("dim_param") else "" for d in dims),
     )
+
+
+def _class_output(graph: onnx.GraphProto, outputs: tuple[TensorSpec, ...]) -> TensorSpec:
+    """The one output, or among several the one the graph shows to be class scores: computed by Softmax, LogSoftmax
+    or Sigmoid (through reshapes) and shaped (batch, classes). Taking the first output instead explained a face
+    model's box regressor as a 4-class classifier; without such evidence the model is refused, not guessed."""
+    if len(outputs) <= 1:
+        return _pick(outputs, None, "output")
+    candidates = [o for o in outputs if o.holds_class_scores and output_activation(graph, o.name) is not None]
+    if len(candidates) == 1:
+        return candidates[0]
+    listed = ", ".join(f"{o.name!r} {_show(o.shape)}" for o in outputs)
+    evidence = (
+        f"{len(candidates)} of them ({', '.join(repr(o.name) for o in candidates)}) look like"
+        if candidates
+        else "none of them is computed by Softmax, LogSoftmax or Sigmoid as"
+    )
+    raise SignatureError(
+        f"the model has {len(outputs)} outputs ({listed}) and {evidence} class scores of shape (batch, classes); "
+        "name the class-score output in the model's config.yaml: output: {name: <output>}"
+    )
+
+
+def _check_class_scores(output: TensorSpec) -> None:
+    if not output.holds_class_scores:
+        raise SignatureError(
+            f"output {output.name!r} has shape {_show(output.shape)}; a classifier outputs (batch, classes)"
+        )
 
 
 def _pick(specs: tuple[TensorSpec, ...], name: str | None, kind: str) -> TensorSpec:
@@ -153,15 +226,38 @@ def output_activation(graph: onnx.GraphProto, output_name: str) -> onnx.NodeProt
     return node if node is not None and node.op_type in _OUTPUT_ACTIVATIONS else None
 
 
-def _activation_ratio(model: onnx.ModelProto, image_input: TensorSpec) -> float:
-    """Sum of the statically known intermediate tensor sizes over the input size (batch taken as 1)."""
-    input_elements = np.prod([d or 224 for d in image_input.shape[1:]], dtype=np.float64)
+def _inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto | None:
+    """The graph after ONNX shape inference, or None when it fails. A declared rank-0 output shape would win over the
+    inferred one, so it is cleared first, on a copy made only then (the graph holds the weights)."""
+    if any(_rank_zero(value) for value in model.graph.output):
+        model = _copy_without_rank_zero_outputs(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
     except Exception:
+        return None
+
+
+def _rank_zero(value: onnx.ValueInfoProto) -> bool:
+    tensor_type = value.type.tensor_type
+    return tensor_type.HasField("shape") and not tensor_type.shape.dim
+
+
+def _copy_without_rank_zero_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in copy.graph.output:
+        if _rank_zero(value):
+            value.type.tensor_type.ClearField("shape")
+    return copy
+
+
+def _activation_ratio(inferred: onnx.GraphProto | None, image_input: TensorSpec) -> float:
+    """Sum of the statically known intermediate tensor sizes over the input size (batch taken as 1)."""
+    if inferred is None:
         return _FALLBACK_ACTIVATION_RATIO
+    input_elements = np.prod([d or 224 for d in image_input.shape[1:]], dtype=np.float64)
     total = 0.0
-    for value in inferred.graph.value_info:
+    for value in inferred.value_info:
         dims = value.type.tensor_type.shape.dim
         if not dims or any(not d.HasField("dim_value") for d in dims[1:]):
             continue
@@ -170,4 +266,6 @@ def _activation_ratio(model: onnx.ModelProto, image_input: TensorSpec) -> float:
 
 
 def _show(shape: tuple[int | None, ...]) -> str:
+    if not shape:
+        return "(shape unknown)"
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from support.models import IR_VERSION, SmallCNN, WithSoftmax, export, identity_classifier, write_model
 from support.servers import serving_client
 
@@ -20,17 +20,45 @@ EARLY_LAYER = "/inner/features/features.2/MaxPool_output_0"
 GRADIENT_METHODS = ("gradient", "saliency", "integrated_gradients", "grad_cam", "lrp", "guided_backprop")
 
 
-def sine_classifier() -> bytes:
-    """scores = sin(row means): Sin has no VJP rule, so gradient methods cannot run; perturbation methods can."""
+def wrapping_classifier() -> bytes:
+    """scores = fmod(row means, 0.7): Mod has no VJP rule, so gradient methods cannot run; perturbation methods can."""
     graph = helper.make_graph(
         [
             helper.make_node("ReduceMean", ["input"], ["rows"], axes=[3], keepdims=0),
-            helper.make_node("Sin", ["rows"], ["waves"], name="the_sine"),
-            helper.make_node("Flatten", ["waves"], ["scores"], axis=1),
+            helper.make_node("Mod", ["rows", "divisor"], ["wrapped"], name="the_wrap", fmod=1),
+            helper.make_node("Flatten", ["wrapped"], ["scores"], axis=1),
         ],
-        "sine",
+        "wrap",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 8])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.asarray(0.7, dtype=np.float32), "divisor")],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
+    ).SerializeToString()
+
+
+def wrapped_stem_cnn() -> bytes:
+    """A rule-less op (Mod) in the stem, then Conv -> Relu -> GlobalAveragePool -> Gemm: the CAM family only
+    differentiates from the scores to the feature map, so it runs; input-gradient methods cannot."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mod", ["input", "divisor"], ["wrapped"], name="stem_wrap", fmod=1),
+            helper.make_node("Conv", ["wrapped", "kernel"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["features"]),
+            helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "dense"], ["scores"], transB=1),
+        ],
+        "wrapped_stem",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(np.asarray(0.7, dtype=np.float32), "divisor"),
+            numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "kernel"),
+            numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "dense"),
+        ],
     )
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
@@ -45,7 +73,8 @@ def cnn() -> SmallCNN:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, cnn) -> Iterator[Client]:
     repository = tmp_path_factory.mktemp("repository")
-    write_model(repository, "sine", sine_classifier())
+    write_model(repository, "wrap", wrapping_classifier())
+    write_model(repository, "wrapped_stem", wrapped_stem_cnn())
     write_model(repository, "rows", identity_classifier())
     write_model(repository, "softmax_cnn", export(WithSoftmax(cnn), (1, 3, 16, 16)))
     with serving_client(repository) as connected:
@@ -59,20 +88,38 @@ def failure(call) -> OnnxplainError:
 
 
 def test_metadata_names_the_op_without_a_rule(client) -> None:
-    methods = {m.name: m for m in client.metadata("sine").methods}
+    methods = {m.name: m for m in client.metadata("wrap").methods}
     for name in GRADIENT_METHODS:
         assert not methods[name].supported
-        assert "Sin" in methods[name].reason and "the_sine" in methods[name].reason
+        if name != "grad_cam":  # which has no feature map to start from: test_cam_without_a_feature_map...
+            assert "Mod" in methods[name].reason and "the_wrap" in methods[name].reason, methods[name].reason
     assert methods["occlusion"].supported
 
 
 def test_gradient_request_on_it_fails_with_failed_precondition(client) -> None:
     image = np.zeros((1, 4, 8), dtype=np.float32)
-    error = failure(lambda: client.explain("sine", image, method="saliency"))
+    error = failure(lambda: client.explain("wrap", image, method="saliency"))
     assert error.code is grpc.StatusCode.FAILED_PRECONDITION
-    assert "Sin" in error.message
+    assert "Mod" in error.message
     # The same model still serves perturbation methods.
-    assert client.explain("sine", image, method="occlusion", window=2, stride=2).attribution.shape == (4, 8)
+    assert client.explain("wrap", image, method="occlusion", window=2, stride=2).attribution.shape == (4, 8)
+
+
+def test_support_is_decided_per_method_on_the_path_it_differentiates(client) -> None:
+    methods = {m.name: m for m in client.metadata("wrapped_stem").methods}
+    for name in ("gradient", "saliency", "integrated_gradients", "lrp", "guided_backprop", "guided_grad_cam"):
+        assert not methods[name].supported, name
+        assert "stem_wrap" in methods[name].reason
+    for name in ("cam", "grad_cam", "grad_cam_pp", "score_cam"):
+        assert methods[name].supported, methods[name].reason
+        assert methods[name].reason.startswith("not yet checked")
+    image = np.random.default_rng(4).normal(size=(3, 8, 8)).astype(np.float32)
+    cam = client.explain("wrapped_stem", image, method="grad_cam", target=1).attribution
+    assert cam.shape == (8, 8) and np.all(np.isfinite(cam))
+    checked = {m.name: m for m in client.metadata("wrapped_stem").methods}["grad_cam"]
+    assert checked.supported and checked.reason == ""
+    error = failure(lambda: client.explain("wrapped_stem", image, method="saliency"))
+    assert error.code is grpc.StatusCode.FAILED_PRECONDITION and "stem_wrap" in error.message
 
 
 def test_cam_without_a_feature_map_asks_for_a_layer(client) -> None:

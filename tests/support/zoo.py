@@ -219,6 +219,59 @@ class ConvNeXtStyle(nn.Module):
         return self.head((x + y).mean(dim=(2, 3)))
 
 
+class SamePaddedConv(nn.Conv2d):
+    """timm's Conv2dSame: pads computed from the input's size at run time, the odd pixel at the end."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        (kernel, _), (stride, _) = self.kernel_size, self.stride
+        pad_h = torch.clamp(
+            (torch.div(height + stride - 1, stride, rounding_mode="floor") - 1) * stride + kernel - height, min=0
+        )
+        pad_w = torch.clamp(
+            (torch.div(width + stride - 1, stride, rounding_mode="floor") - 1) * stride + kernel - width, min=0
+        )
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return super().forward(x)
+
+
+class SamePaddedNet(nn.Module):
+    """Two SAME-padded strided convolutions (pads computed from the input's size), ReLUs, a max pool, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            SamePaddedConv(3, 8, 3, 2), nn.ReLU(), SamePaddedConv(8, 8, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        self.head = nn.Linear(8, CLASSES)
+        initialise(self, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+class LrnStyle(nn.Module):
+    """Caffe's AlexNet/GoogLeNet stem in miniature: conv, ReLU, local response normalisation, max pool, conv, ReLU,
+    LRN again, global average pooling, a linear head."""
+
+    def __init__(self, seed: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 5, 2, 2),
+            nn.ReLU(),
+            nn.LocalResponseNorm(5, alpha=1e-2, beta=0.75, k=2.0),
+            nn.MaxPool2d(3, 2, 1),
+            nn.Conv2d(8, 12, 3, 1, 1),
+            nn.ReLU(),
+            nn.LocalResponseNorm(3),
+        )
+        self.head = nn.Linear(12, CLASSES)
+        initialise(self, seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
 def initialise(module: nn.Module, seed: int) -> None:
     """He-scaled weights (activations stay near unit scale through the depth), small biases, and BatchNorm
     statistics away from the identity, all from `seed`."""

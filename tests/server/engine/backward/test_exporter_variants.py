@@ -18,11 +18,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torch.nn.functional as F
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from support.models import export, write_model
 from support.vjp import IR_VERSION, assert_relative_close
-from support.zoo import CLASSES, ResNetStyle, initialise
+from support.zoo import CLASSES, ResNetStyle, SamePaddedNet
 from torch import nn
 
 from onnxplain.server.engine.gradients import BackwardSpec, backward_session
@@ -32,35 +31,6 @@ from onnxplain.server.settings import ServerSettings
 
 SHAPE = (3, 33, 31)
 TOLERANCE = 1e-5
-
-
-class SamePaddedConv(nn.Conv2d):
-    """timm's Conv2dSame: pads computed from the input's size at run time, the odd pixel at the end."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        (kernel, _), (stride, _) = self.kernel_size, self.stride
-        pad_h = torch.clamp(
-            (torch.div(height + stride - 1, stride, rounding_mode="floor") - 1) * stride + kernel - height, min=0
-        )
-        pad_w = torch.clamp(
-            (torch.div(width + stride - 1, stride, rounding_mode="floor") - 1) * stride + kernel - width, min=0
-        )
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return super().forward(x)
-
-
-class SamePaddedNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            SamePaddedConv(3, 8, 3, 2), nn.ReLU(), SamePaddedConv(8, 8, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
-        )
-        self.head = nn.Linear(8, CLASSES)
-        initialise(self, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def served_model(settings: ServerSettings, case: Case, model_file: bytes) -> Loa
     assert opset == case.opset
     path = write_model(Path(settings.model_repository), case.id, model_file)
     loaded = load_model(ModelSource(case.id, "1", path), settings)
-    assert loaded.gradient_problem is None, loaded.gradient_problem
+    assert loaded.checks.walk_problems["gradient"] is None, loaded.checks.walk_problems
     return loaded
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from onnxplain.server import errors
+from onnxplain.server.observability.call import current_call
 
 log = logging.getLogger("onnxplain.server")
 
@@ -33,8 +34,12 @@ async def abort_for(error: Exception, context: grpc.aio.ServicerContext) -> None
     """Abort the call with the status the error means; anything unexpected is logged and sent as INTERNAL."""
     if isinstance(error, errors.OnnxplainError):
         await context.abort(status_code(error), str(error))
-    log.exception("unexpected error in %s", type(error).__name__, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log")
+    log.exception("unexpected error in %s: %s", type(error).__name__, error, exc_info=error)
+    call = current_call.get()
+    request = f", request id {call.request_id}" if call is not None else ""
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}{request}); the server log has the cause"
+    )
 
 
 def unary(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:

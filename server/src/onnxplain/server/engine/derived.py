@@ -29,7 +29,7 @@ from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession
 from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.engine.session import Session, create_session, run_guarded, session_options
-from onnxplain.server.errors import Unavailable
+from onnxplain.server.errors import Unavailable, UnsupportedGraph
 
 GraphBuilder = Callable[[onnx.ModelProto], onnx.ModelProto]
 # Derived graphs kept per model: keys carry sizes (RISE: image size and grid), so a model with a dynamic input size
@@ -82,7 +82,7 @@ class DerivedSession:
         feed and output holds one row per image, so the run may share a batch with other requests' rows."""
         names = list(output_names or self.output_names)
         shape = next(iter(feed.values())).shape if feed else ()
-        return run_guarded(self._session, names, feed, token, shape, self._scheduler, mergeable)
+        return run_guarded(self._session, names, feed, token, shape, self._scheduler, mergeable, derived=True)
 
 
 class DerivedGraphs:
@@ -118,8 +118,11 @@ class DerivedGraphs:
                 self._sessions.move_to_end(key)
                 return cached
             derived = build(self._full_graph())
-            options = session_options(self.threads)
-            session = DerivedSession(create_session(derived, options, self.providers), self.scheduler)
+            try:
+                created = create_session(derived, session_options(self.threads), self.providers)
+            except Exception as error:  # ONNX Runtime's errors derive from Exception only
+                raise UnsupportedGraph(f"ONNX Runtime cannot load the graph onnxplain built: {error}") from error
+            session = DerivedSession(created, self.scheduler)
             self.builds += 1
             self._sessions[key] = session
             if len(self._sessions) > self.max_sessions:

@@ -9,6 +9,7 @@ rank (the top class, the second...), which the graph picks from the scores it co
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -33,11 +34,12 @@ from onnxplain.server.engine.backward.targets import (
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.derived import DerivedSession
 from onnxplain.server.engine.session import FixedBatchRuns, run_in_chunks
-from onnxplain.server.errors import FailedPrecondition, InvalidInput
+from onnxplain.server.errors import FailedPrecondition, InvalidInput, OnnxplainError, UnsupportedGraph
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.signature import ModelSignature
 
 _FEATURE_MAP_KEY = "onnxplain.feature_map"
+log = logging.getLogger("onnxplain.server")
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,14 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
         try:
             built, feature_map = backward_graph(full, model.signature, sample_shape, spec)
         except (MissingRule, ConversionError) as error:
-            raise FailedPrecondition(f"gradient methods are unavailable for model {model.name!r}: {error}") from error
+            raise UnsupportedGraph(f"gradient methods are unavailable for model {model.name!r}: {error}") from error
+        except OnnxplainError:  # a layer the request names, or a feature map the model lacks
+            raise
+        except Exception as error:  # a rule or ONNX's tools failing on this graph: the model cannot have it
+            log.exception("building a backward graph of model %r failed", model.name)
+            raise UnsupportedGraph(
+                f"building the backward graph of model {model.name!r} failed ({type(error).__name__}: {error})"
+            ) from error
         if feature_map is not None:
             onnx.helper.set_model_props(built.model, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
         if spec.objective is None and model.num_classes:

@@ -14,11 +14,21 @@ from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession, padded_rows
 from onnxplain.server.engine.providers import CUDA, first_provider
 from onnxplain.server.engine.scheduler import RunScheduler
-from onnxplain.server.errors import Cancelled, InvalidInput, ResourceExhausted
+from onnxplain.server.errors import Cancelled, InternalError, InvalidInput, ResourceExhausted
 
 _ORT_ERROR_LEVEL = 3
 _IR_VERSION_LIMIT = re.compile(r"Unsupported model IR version: \d+, max supported IR version: (\d+)")
-_INPUT_DTYPES = {"tensor(float16)": np.float16, "tensor(double)": np.float64}
+# Inputs fed in a dtype other than float32, by ONNX Runtime's type name; the images themselves are float32 throughout.
+_INPUT_DTYPES = {
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(uint16)": np.uint16,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+}
 Session = ort.InferenceSession | ShapePinnedSession
 
 
@@ -81,7 +91,7 @@ class ModelSession(FixedBatchRuns):
         self.output_name = output_name
         self.fixed_batch = fixed_batch
         input_type = next(i.type for i in self._session.get_inputs() if i.name == input_name)
-        self._input_dtype = _INPUT_DTYPES.get(input_type, np.float32)
+        self._input_dtype = np.dtype(_INPUT_DTYPES.get(input_type, np.float32))
 
     @property
     def providers(self) -> list[str]:
@@ -94,14 +104,28 @@ class ModelSession(FixedBatchRuns):
 
     def run(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
         """Scores for a batch in the model's input layout; raises Cancelled when the token fires."""
-        (scores,) = run_in_chunks([batch], self.fixed_batch, lambda chunk: [self._run_once(chunk[0], token)])
-        return scores
+        return _as_class_scores(self.run_output(batch, token))
+
+    def run_output(self, batch: np.ndarray, token: CancelToken | None = None) -> np.ndarray:
+        """The output as the graph shapes it: the loader's probe reads the shape a graph does not declare."""
+        (output,) = run_in_chunks([batch], self.fixed_batch, lambda chunk: [self._run_once(chunk[0], token)])
+        return output
 
     def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
-        feed = {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
+        feed = {self.input_name: _as_input_dtype(batch, self._input_dtype)}
         mergeable = self.fixed_batch is None
-        (scores,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape, self.scheduler, mergeable)
-        return _as_class_scores(scores)
+        (output,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape, self.scheduler, mergeable)
+        return output
+
+
+def _as_input_dtype(batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The batch in the model's input dtype. Images are float32 inside the server; for an integer input (uint8
+    pixels, the normalisation inside the graph) perturbed and interpolated values are rounded and clipped to the
+    type's range here, so every method feeds what the type can hold."""
+    if batch.dtype != dtype and np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        batch = np.clip(np.rint(batch), limits.min, limits.max)
+    return np.ascontiguousarray(batch, dtype=dtype)
 
 
 def run_in_chunks(
@@ -128,10 +152,12 @@ def run_guarded(
     shape: tuple[int, ...],
     scheduler: RunScheduler | None = None,
     mergeable: bool = False,
+    derived: bool = False,
 ) -> list[np.ndarray]:
     """One ONNX Runtime run under a request's cancel token, through the model's scheduler when it has one (merged
     with other requests' rows when `mergeable`: every feed and output has one row per image); failures become
-    domain errors naming `shape`."""
+    domain errors naming `shape`. A `derived` graph is one onnxplain built, fed only what the engine checked: its
+    failures are onnxplain's own (InternalError), not the caller's."""
     if token is not None:
         token.raise_if_cancelled()
     try:
@@ -150,7 +176,7 @@ def run_guarded(
     except Exception as error:
         if token is not None and token.cancelled:
             raise Cancelled("the call was cancelled") from error
-        raise _classify_run_error(error, shape) from error
+        raise _classify_run_error(error, shape, derived) from error
 
 
 def _run(
@@ -202,8 +228,10 @@ def _as_class_scores(scores: np.ndarray) -> np.ndarray:
     return scores.reshape(scores.shape[0], -1)
 
 
-def _classify_run_error(error: Exception, shape: tuple[int, ...]) -> Exception:
+def _classify_run_error(error: Exception, shape: tuple[int, ...], derived: bool) -> Exception:
     message = str(error)
     if "allocate" in message.lower():
         return ResourceExhausted(f"out of memory running a batch of shape {list(shape)}: {message}")
+    if derived:
+        return InternalError(f"a graph onnxplain built failed on a batch of shape {list(shape)}: {message}")
     return InvalidInput(f"the model could not run on an input of shape {list(shape)}: {message}")

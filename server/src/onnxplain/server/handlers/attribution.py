@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from onnxplain.server.engine.batching import batch_size_for, default_max_batch
-from onnxplain.server.errors import FailedPrecondition
+from onnxplain.server.errors import FailedPrecondition, InternalError, UnsupportedGraph
 from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.imaging.layout import channel_axis
 from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, ProgressCallback, Scorer
@@ -22,10 +22,11 @@ def resolve_method(
 ) -> tuple[AttributionMethod, dict[str, Any]]:
     """The method and its checked parameters, or a clear error when it is unknown or cannot run on the model."""
     method = get_method(name)
-    reason = method.unsupported_reason(model)
+    params = parse_parameters(method.parameters, parameters, f"method {method.name!r}")
+    reason = method.unsupported_reason(model, params)
     if reason:
         raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")
-    return method, parse_parameters(method.parameters, parameters, f"method {method.name!r}")
+    return method, params
 
 
 def run_method(
@@ -53,11 +54,29 @@ def run_method(
         max_forward_passes=settings.limits.max_forward_passes,
         segments=segments,
     )
-    attribution = method.attribute(job, params)
-    assert not scorer.pending_top, f"method {method.name!r} left its top-ranked targets unresolved"
+    checks = scorer.model.checks
+    try:
+        attribution = method.attribute(job, params)
+    except UnsupportedGraph as error:
+        if not params.get("layer"):  # a layer the request named says nothing of the method's default graphs
+            checks.record_failure(method.name, str(error))
+        raise
+    checks.record_run(method.name)
+    if scorer.pending_top:
+        raise InternalError(f"method {method.name!r} left its top-ranked targets unresolved")
+    _check_finite(method, attribution)
     if job.scores is None:
         job.scores = score_images(scorer.model, [tensor], scorer.token, scorer.passes)[0]
     return attribution, job.scores
+
+
+def _check_finite(method: AttributionMethod, attribution: Attribution) -> None:
+    """A map with NaN or infinite values is onnxplain's failure, never an answer."""
+    for name, values in (("maps", attribution.maps), *attribution.extras.items()):
+        values = np.asarray(values)
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            raise InternalError(f"method {method.name!r} computed {bad} non-finite values of {values.size} ({name})")
 
 
 def batch_size(model: LoadedModel, tensor: np.ndarray, settings: ServerSettings) -> int:

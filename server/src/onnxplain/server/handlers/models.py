@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onnxplain.server.methods.base import Family
+from onnxplain.server.methods.gradient_base import GradientMethod
 from onnxplain.server.methods.registry import METHODS
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.registry import ModelRegistry, VersionStatus
+from onnxplain.server.repository.support import NOT_YET_CHECKED
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,17 @@ def describe_model(registry: ModelRegistry, name: str, version: str = "") -> Mod
 
 
 def method_support(model: LoadedModel | None) -> list[MethodSupport]:
+    """Per method, whether it runs on the model. A method whose graphs no call has built yet is supported on the
+    load-time scan's word, and its reason says it is not yet checked."""
     support = []
     for method in sorted(METHODS.values(), key=lambda m: m.name):
-        reason = "the model is not loaded" if model is None else method.unsupported_reason(model)
+        if model is None:
+            support.append(MethodSupport(method.name, method.family, False, "the model is not loaded"))
+            continue
+        reason = method.unsupported_reason(model)
+        if reason is None and isinstance(method, GradientMethod) and not model.checks.checked(method.name):
+            support.append(MethodSupport(method.name, method.family, True, NOT_YET_CHECKED))
+            continue
         support.append(MethodSupport(method.name, method.family, reason is None, reason or ""))
     return support
 

@@ -7,7 +7,7 @@ batches through the engine and counts passes. It returns one map per target.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -171,8 +171,8 @@ class AttributionMethod(ABC):
     # model's scheduler. Methods of many passes take turns per model instead (engine/admission.py).
     single_pass: ClassVar[bool] = False
 
-    def unsupported_reason(self, model: LoadedModel) -> str | None:
-        """Why this method cannot run on the model, or None when it can."""
+    def unsupported_reason(self, model: LoadedModel, params: Mapping[str, Any] | None = None) -> str | None:
+        """Why this method cannot run on the model (with these parameters, when given), or None when it can."""
         return None
 
     @abstractmethod

@@ -5,11 +5,13 @@ classifier head, found in the graph; any 4-D tensor can be named with `layer`.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
 import numpy as np
 
+from onnxplain.server.engine.backward.support import FEATURE_MAP
 from onnxplain.server.engine.gradients import BackwardSession, BackwardSpec
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
@@ -24,6 +26,12 @@ RELU_PARAM = Param("relu", "bool", True, "Keep only positive evidence (pytorch-g
 class CamMethod(GradientMethod):
     family: Family = "cam"
     single_pass = True
+    walks = (FEATURE_MAP,)
+
+    def walks_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        # A layer the request names replaces the default feature map; its path is checked when its graph is built.
+        return tuple(walk for walk in self.walks if walk != FEATURE_MAP) if params.get("layer") else self.walks
+
     parameters = (LAYER_PARAM, RELU_PARAM)
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from onnxplain.server.engine.backward.rulesets import get_ruleset
+from onnxplain.server.engine.backward.support import DECONVNET
 from onnxplain.server.engine.gradients import BackwardResult
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
 from onnxplain.server.methods.gradient_base import GradientMethod, channel_axis, for_every_class
@@ -25,6 +26,7 @@ class Clear(GradientMethod):
     family: Family = "relevance"
     description = "CLEAR maps: every class's deconvnet response, the dominant class per pixel and its response."
     ruleset = get_ruleset("deconvnet")
+    walks = (DECONVNET,)
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         height, width = job.spatial_size

@@ -8,12 +8,13 @@ takes a batch of rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
+from onnxplain.server.engine.backward.support import INPUT_GRADIENT
 from onnxplain.server.engine.gradients import BackwardResult, BackwardSession, BackwardSpec, backward_session
 from onnxplain.server.methods.base import AttributionMethod, ExplainJob, Family, Progress
 from onnxplain.server.methods.perturbation import check_pass_limit
@@ -26,9 +27,15 @@ BACKWARD_MEMORY_FACTOR = 2
 class GradientMethod(AttributionMethod):
     family: ClassVar[Family] = "gradient"
     ruleset: ClassVar[RuleSet] = GRADIENT
+    # The backward walks the method's graphs need (engine/backward/support.py).
+    walks: ClassVar[tuple[str, ...]] = (INPUT_GRADIENT,)
 
-    def unsupported_reason(self, model: LoadedModel) -> str | None:
-        return model.gradient_problem
+    def unsupported_reason(self, model: LoadedModel, params: Mapping[str, Any] | None = None) -> str | None:
+        return model.checks.problem(self.name, self.walks_for(params or {}))
+
+    def walks_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The walks a call with these parameters needs."""
+        return self.walks
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:
         """The backward graph this method needs; input gradients with the method's rule set by default."""

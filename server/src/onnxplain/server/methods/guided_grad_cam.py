@@ -7,6 +7,7 @@ from typing import Any
 
 import cv2
 
+from onnxplain.server.engine.backward.support import FEATURE_MAP, GUIDED_BACKPROP
 from onnxplain.server.engine.gradients import BackwardSpec
 from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.cam import GradCam, upsampled
@@ -19,6 +20,7 @@ from onnxplain.server.methods.relu_variants import GuidedBackprop
 class GuidedGradCam(GradCam):
     name = "guided_grad_cam"
     description = "Guided backprop times the Grad-CAM map (nearest upsampling, as Captum), input-shaped."
+    walks = (FEATURE_MAP, GUIDED_BACKPROP)
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         activations, gradients = self.read_layer(job, params)

@@ -15,6 +15,7 @@ from onnxplain.server.engine.backward.rulesets import (
     composite_parameters,
     get_ruleset,
 )
+from onnxplain.server.engine.backward.support import RELEVANCE
 from onnxplain.server.engine.gradients import BackwardSpec
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
@@ -28,6 +29,7 @@ class Lrp(GradientMethod):
     name = "lrp"
     family: Family = "relevance"
     single_pass = True
+    walks = (RELEVANCE,)
     description = "LRP with a Zennit-style composite; 'deep_taylor' is the z+ preset, 'epsilon' Captum's default."
     parameters = (
         Param("composite", "str", DEFAULT_COMPOSITE, f"One of {', '.join(COMPOSITE_NAMES)}.", choice(*COMPOSITE_NAMES)),

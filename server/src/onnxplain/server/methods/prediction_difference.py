@@ -15,6 +15,7 @@ evidence for the class, negative evidence against it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -70,7 +71,7 @@ class PredictionDifference(PerturbationMethod):
         ),
     )
 
-    def unsupported_reason(self, model: LoadedModel) -> str | None:
+    def unsupported_reason(self, model: LoadedModel, params: Mapping[str, Any] | None = None) -> str | None:
         if model.num_classes is not None and model.num_classes < 2:
             return "the weight of evidence needs a probability over at least two classes"
         return None

@@ -4,6 +4,7 @@ ReLU backward swapped (see engine/backward/rulesets/relu_variants.py). Input-sha
 from __future__ import annotations
 
 from onnxplain.server.engine.backward.rulesets import get_ruleset
+from onnxplain.server.engine.backward.support import DECONVNET, GUIDED_BACKPROP
 from onnxplain.server.methods.gradient import InputGradientMethod
 from onnxplain.server.methods.registry import register
 
@@ -13,6 +14,7 @@ class GuidedBackprop(InputGradientMethod):
     name = "guided_backprop"
     description = "Guided backprop: ReLUs pass only positive gradients where their input was positive."
     ruleset = get_ruleset("guided_backprop")
+    walks = (GUIDED_BACKPROP,)
 
 
 @register
@@ -20,3 +22,4 @@ class Deconvnet(InputGradientMethod):
     name = "deconvnet"
     description = "Deconvnet: ReLUs pass positive gradients whatever their input was."
     ruleset = get_ruleset("deconvnet")
+    walks = (DECONVNET,)

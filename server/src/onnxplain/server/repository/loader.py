@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from onnxplain.server.engine.admission import ExplanationSlots
-from onnxplain.server.engine.backward.support import gradient_problem as find_gradient_problem
+from onnxplain.server.engine.backward.support import support_problems
 from onnxplain.server.engine.batching import default_max_batch
 from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
@@ -17,11 +17,13 @@ from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.layout import image_shape
 from onnxplain.server.imaging.preprocess import target_size
+from onnxplain.server.imaging.spec import FLOAT_INPUT_SCALE, PreprocessingSpec
 from onnxplain.server.observability.metrics import batch_observer
 from onnxplain.server.repository.config import ModelConfig, read_model_config
 from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource
 from onnxplain.server.repository.safety import external_data_problem, model_file_problem
 from onnxplain.server.repository.signature import ModelSignature, read_signature
+from onnxplain.server.repository.support import MethodChecks
 from onnxplain.server.settings import ServerSettings
 
 
@@ -32,7 +34,7 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         signature = read_signature(
             graph, input_name=config.input_name, output_name=config.output_name, layout=config.layout
         )
-        config = _with_model_layout(config, signature)
+        config = _with_model_input(config, signature)
         _check_config_fits(config, signature)
         providers = choose_providers(settings.device, settings.device_id)
         policy = batching_policy(config, settings, providers)
@@ -46,9 +48,12 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
             fixed_batch=signature.fixed_batch,
             scheduler=scheduler,
         )
-        num_classes = _warm_up(session, signature, config)
+        signature = _warm_up(session, signature, config)
+        num_classes = signature.num_classes
         _check_labels(config, num_classes)
-        gradient_problem = find_gradient_problem(graph, signature.input.name, signature.output.name)
+        walk_problems = support_problems(
+            graph, signature.input.name, signature.output.name, _sample_shape(signature, config)
+        )
     except ModelLoadError:
         raise
     except Exception as error:
@@ -63,7 +68,7 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         num_classes=num_classes,
         derived=derived,
         explanations=ExplanationSlots(source.name, concurrent, settings.max_waiting_explanations),
-        gradient_problem=gradient_problem,
+        checks=MethodChecks(walk_problems),
     )
 
 
@@ -99,12 +104,17 @@ def _read_graph(path: Path, settings: ServerSettings) -> onnx.ModelProto:
     return model
 
 
-def _with_model_layout(config: ModelConfig, signature: ModelSignature) -> ModelConfig:
-    """Preprocessing that names no layout produces the layout the graph has."""
+def _with_model_input(config: ModelConfig, signature: ModelSignature) -> ModelConfig:
+    """Preprocessing that names no layout produces the layout the graph has; one that names no scale gives a float
+    input pixels in [0, 1] and an integer input (its normalisation inside the graph) the pixels themselves."""
     spec = config.preprocessing
-    if spec is None or spec.layout is not None:
+    if spec is None:
         return config
-    return replace(config, preprocessing=replace(spec, layout=signature.layout))
+    layout = spec.layout or signature.layout
+    scale = spec.scale
+    if scale is None:
+        scale = 1.0 if signature.input.is_integer else FLOAT_INPUT_SCALE
+    return replace(config, preprocessing=replace(spec, layout=layout, scale=scale))
 
 
 def _check_labels(config: ModelConfig, num_classes: int | None) -> None:
@@ -129,16 +139,48 @@ def _check_config_fits(config: ModelConfig, signature: ModelSignature) -> None:
         raise ModelLoadError(
             f"preprocessing produces {produced[0]}x{produced[1]} images; the model wants {expected[0]}x{expected[1]}"
         )
+    if signature.input.is_integer:
+        _check_integer_range(spec, signature.input.numpy_dtype)
 
 
-def _warm_up(session: ModelSession, signature: ModelSignature, config: ModelConfig) -> int | None:
-    """Run one zero image when the input size is known: fails load early and learns the number of classes."""
+def _check_integer_range(spec: PreprocessingSpec, dtype: np.dtype) -> None:
+    """An integer input gets the preprocessed values rounded and clipped to its type: a float model's normalisation
+    copied into its config would squeeze every image into a few values, so it is refused."""
+    scale = np.float64(spec.scale)
+    mean, std = np.asarray(spec.mean, dtype=np.float64), np.asarray(spec.std, dtype=np.float64)
+    ends = (np.array([[0.0], [255.0]]) * scale - mean) / std
+    low, high = float(ends.min()), float(ends.max())
+    limits = np.iinfo(dtype)
+    if low < limits.min or high > limits.max or high - low < 255:
+        raise ModelLoadError(
+            f"preprocessing maps pixels 0-255 to [{low:g}, {high:g}]; the model's {dtype.name} input ({limits.min} "
+            f"to {limits.max}) would get them clipped or with pixel levels merged by rounding: for a model that "
+            "normalises inside its graph, leave scale, mean and std out of config.yaml"
+        )
+
+
+def _sample_shape(signature: ModelSignature, config: ModelConfig) -> tuple[int, ...] | None:
+    """The image's shape without the batch, in the model's layout, when the graph or the config fixes it."""
     height, width = signature.spatial_size
     if (height is None or width is None) and config.preprocessing is not None:
         height, width = target_size(config.preprocessing) or (None, None)
     channels = signature.channels or (config.preprocessing.channels if config.preprocessing else None)
     if None in (height, width, channels):
-        return signature.num_classes
-    shape = image_shape(channels, height, width, signature.layout)
-    scores = session.run(np.zeros((1, *shape), dtype=np.float32))
-    return int(scores.shape[1])
+        return None
+    return image_shape(channels, height, width, signature.layout)
+
+
+def _warm_up(session: ModelSession, signature: ModelSignature, config: ModelConfig) -> ModelSignature:
+    """Run one zero image when the input size is known: fails load early, and learns the output's shape (the number
+    of classes, and the whole shape where the graph and shape inference leave it unknown)."""
+    shape = _sample_shape(signature, config)
+    if shape is None:
+        if not signature.output.shape:
+            raise ModelLoadError(
+                f"the graph does not declare the shape of output {signature.output.name!r} and shape inference "
+                "cannot tell it; give the input size (preprocessing.resize [height, width] or center_crop in "
+                "config.yaml) so one run at load can"
+            )
+        return signature
+    output = session.run_output(np.zeros((1, *shape), dtype=np.float32))
+    return signature.with_output_shape(output.shape)

@@ -4,7 +4,7 @@ derived from it."""
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.spec import PreprocessingSpec
 from onnxplain.server.repository.config import ModelConfig, OutputKind
 from onnxplain.server.repository.signature import ModelSignature
+from onnxplain.server.repository.support import MethodChecks
 
 
 class ModelLoadError(Exception):
@@ -44,8 +45,8 @@ class LoadedModel:
     derived: DerivedGraphs
     # Turns for explanations of more than one pass (single-pass ones share batches through the scheduler instead).
     explanations: ExplanationSlots
-    # Why gradient methods cannot run on this model (an op without a VJP rule), or None.
-    gradient_problem: str | None = None
+    # Which methods run on this model: the load-time scan, then what their first calls found.
+    checks: MethodChecks = field(default_factory=MethodChecks)
 
     @property
     def name(self) -> str:

@@ -38,6 +38,10 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
     values: list[dict[str, np.ndarray]] = [{} for _ in trials]
     kept = []
     for node in graph.node:
+        branch = _static_branch(node, values, initializers)
+        if branch is not None:
+            kept.extend(_inlined(graph, node, branch))
+            continue
         outputs = _evaluate(node, trials, values, initializers, shapes or {}, opset)
         if outputs is None:
             kept.append(node)
@@ -49,7 +53,7 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
             continue
         for name, value in zip([name for name in node.output if name], outputs[0], strict=True):
             graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
-    folded = len(kept) < len(graph.node)
+    folded = [id(node) for node in kept] != [id(node) for node in graph.node]
     if folded:
         del graph.node[:]
         graph.node.extend(kept)
@@ -57,8 +61,40 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
 
 
 def has_shape_ops(model: onnx.ModelProto) -> bool:
-    """Whether any Shape or Size node is left to fold once shapes are known."""
-    return any(node.op_type in _SHAPE_OPS for node in model.graph.node)
+    """Whether any Shape, Size or If node is left to fold once shapes are known."""
+    return any(node.op_type in _SHAPE_OPS or node.op_type == "If" for node in model.graph.node)
+
+
+def _static_branch(
+    node: onnx.NodeProto, values: list[dict[str, np.ndarray]], initializers: dict[str, onnx.TensorProto]
+) -> onnx.GraphProto | None:
+    """The branch an If takes whatever the batch (torch's legacy exporter checks ranks and sizes with If), or None
+    when its condition depends on the data or the batch."""
+    if node.op_type != "If" or node.domain not in ("", "ai.onnx"):
+        return None
+    condition = node.input[0]
+    if condition in initializers:
+        taken = {bool(numpy_helper.to_array(initializers[condition]).reshape(-1)[0])}
+    elif condition in values[0]:
+        taken = {bool(np.asarray(run[condition]).reshape(-1)[0]) for run in values}
+    else:
+        return None
+    if len(taken) != 1:
+        return None
+    name = "then_branch" if taken.pop() else "else_branch"
+    return next(attribute.g for attribute in node.attribute if attribute.name == name)
+
+
+def _inlined(graph: onnx.GraphProto, node: onnx.NodeProto, branch: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The branch's nodes in place of the If (its constants moved into the graph), and Identity nodes giving the
+    If's outputs the branch's results. Branch tensors keep their names: ONNX names are unique across scopes."""
+    graph.initializer.extend(branch.initializer)
+    results = [
+        onnx.helper.make_node("Identity", [inner.name], [outer], name=f"{node.name or outer}_inlined")
+        for inner, outer in zip(branch.output, node.output, strict=True)
+        if outer
+    ]
+    return [*branch.node, *results]
 
 
 def _evaluate(

@@ -14,6 +14,7 @@ from onnx import version_converter
 from onnxplain.server.engine.backward.context import Shape
 from onnxplain.server.engine.backward.folding import fold_static, has_shape_ops
 from onnxplain.server.engine.backward.precision import as_float32
+from onnxplain.server.engine.backward.quantized import dequantize_operators
 from onnxplain.server.engine.session import create_session
 
 # Rules emit ScatterElements with reduction="add" (opset 16) and input-form axes (opset 13): older models are
@@ -25,18 +26,32 @@ class ConversionError(ValueError):
     """The model's opset is older than the rules need and ONNX's version converter could not raise it."""
 
 
+_FOLD_ROUNDS = 3
+
+
 def prepare_forward(model: onnx.ModelProto, input_name: str, sample_shape: Sequence[int]) -> onnx.ModelProto:
     """The model (modified, or a converted copy) ready for the walk at images of `sample_shape` (no batch): every
     dimension but the batch fixed, raised to MIN_OPSET, in float32, and everything static at this image size folded.
     Shapes needed to fold the shape arithmetic come from shape inference, or from a probe run where it gives up."""
     fix_input_shape(model, input_name, sample_shape)
     model = with_min_opset(model)
+    # Before folding, which would turn the dequantized weights into float copies of every weight.
+    dequantize_operators(model)
     as_float32(model, input_name)
-    fold_static(model)
-    if has_shape_ops(model):
-        _, shapes, _ = infer_shapes(model, ShapeProbe(input_name, tuple(sample_shape)))
-        fold_static(model, shapes)
+    fold_everything_static(model, ShapeProbe(input_name, tuple(sample_shape)))
     return model
+
+
+def fold_everything_static(model: onnx.ModelProto, probe: ShapeProbe | None = None) -> None:
+    """Fold constants, then the shape arithmetic and If conditions that shapes make static (folding.py). Each round
+    can expose more: an inlined If's branch, shapes known once pads are constants."""
+    fold_static(model)
+    for _ in range(_FOLD_ROUNDS):
+        if not has_shape_ops(model):
+            return
+        _, shapes, _ = infer_shapes(model, probe)
+        if not fold_static(model, shapes):
+            return
 
 
 def model_opset(model: onnx.ModelProto) -> int:

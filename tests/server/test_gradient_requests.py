@@ -65,6 +65,24 @@ def wrapped_stem_cnn() -> bytes:
     ).SerializeToString()
 
 
+def root_classifier() -> bytes:
+    """scores = sqrt(relu(row means)): at a zero image the gradient is 0 · inf = NaN, which no map may carry."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["rows"], axes=[3], keepdims=0),
+            helper.make_node("Relu", ["rows"], ["positive"]),
+            helper.make_node("Sqrt", ["positive"], ["roots"]),
+            helper.make_node("Flatten", ["roots"], ["scores"], axis=1),
+        ],
+        "root",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
+    ).SerializeToString()
+
+
 @pytest.fixture(scope="module")
 def cnn() -> SmallCNN:
     return SmallCNN(channels=3, classes=5, seed=2).eval()
@@ -75,6 +93,7 @@ def client(tmp_path_factory, cnn) -> Iterator[Client]:
     repository = tmp_path_factory.mktemp("repository")
     write_model(repository, "wrap", wrapping_classifier())
     write_model(repository, "wrapped_stem", wrapped_stem_cnn())
+    write_model(repository, "root", root_classifier())
     write_model(repository, "rows", identity_classifier())
     write_model(repository, "softmax_cnn", export(WithSoftmax(cnn), (1, 3, 16, 16)))
     with serving_client(repository) as connected:
@@ -178,3 +197,12 @@ def test_cam_refuses_a_head_that_is_not_pooling_and_dense(client) -> None:
     assert "grad_cam" in error.message
     # Grad-CAM is defined on that layer.
     assert client.explain("softmax_cnn", image, method="grad_cam", layer=EARLY_LAYER).attribution.shape == (16, 16)
+
+
+def test_a_non_finite_map_is_an_internal_error_with_the_request_id(client) -> None:
+    error = failure(lambda: client.explain("root", np.zeros((1, 4, 8), np.float32), method="gradient", target=0))
+    assert error.code is grpc.StatusCode.INTERNAL
+    assert "request id" in error.message
+    # A finite case of the same model is answered.
+    image = np.ones((1, 4, 8), np.float32)
+    assert np.all(np.isfinite(client.explain("root", image, method="gradient", target=0).attribution))

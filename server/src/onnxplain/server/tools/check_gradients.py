@@ -31,7 +31,8 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from onnxplain.server.engine.backward.builder import MissingRule
-from onnxplain.server.engine.backward.prepare import ConversionError, model_opset, prepare_forward
+from onnxplain.server.engine.backward.graph import model_opset
+from onnxplain.server.engine.backward.prepare import ConversionError, prepare_forward
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT
 from onnxplain.server.engine.gradients import BackwardSpec, backward_graph
 from onnxplain.server.engine.providers import CPU

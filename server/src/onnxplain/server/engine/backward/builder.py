@@ -15,8 +15,9 @@ import onnx
 from onnx import helper
 
 from onnxplain.server.engine.backward.context import BackwardContext, Shape, UnknownShape
+from onnxplain.server.engine.backward.graph import model_opset
 from onnxplain.server.engine.backward.path import differentiable_path
-from onnxplain.server.engine.backward.prepare import ShapeProbe, infer_shapes, model_opset
+from onnxplain.server.engine.backward.prepare import ShapeProbe, infer_shapes
 from onnxplain.server.engine.backward.rules import ForwardNode
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, LINEAR_OPS, RuleSet
 

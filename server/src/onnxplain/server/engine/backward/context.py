@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxplain.server.engine.backward.graph import FreshNames
 from onnxplain.server.engine.backward.signs import never_negative
 
 Shape = tuple[int | None, ...]
@@ -50,9 +51,8 @@ class BackwardContext:
         self._forward_count = len(graph.node)
         self._consumers: dict[str, list[onnx.NodeProto]] | None = None
         self._never_negative: dict[str, bool] = {}
-        self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
-        self._taken |= set(self._constant_protos) | {value.name for value in graph.input}
-        self._counter = 0
+        # Constant nodes' outputs are node outputs: the graph's names cover every constant.
+        self.fresh = FreshNames(graph, "onnxplain_bw")
 
     # What the forward graph says.
 
@@ -106,14 +106,6 @@ class BackwardContext:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
 
     # Adding to the graph.
-
-    def fresh(self, hint: str) -> str:
-        while True:
-            self._counter += 1
-            name = f"onnxplain_bw/{hint}_{self._counter}"
-            if name not in self._taken:
-                self._taken.add(name)
-                return name
 
     def constant(self, value: Any, like: str | None = None, hint: str = "const") -> str:
         """An initializer holding `value`, in the dtype of tensor `like` when given."""

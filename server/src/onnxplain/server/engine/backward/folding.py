@@ -18,6 +18,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxplain.server.engine.backward.context import Shape
+from onnxplain.server.engine.backward.graph import model_opset, subgraphs
 
 # Results are folded up to this many elements; larger ones are weights, which folding would only copy.
 FOLD_LIMIT = 1 << 16
@@ -32,7 +33,7 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
     """Replace the nodes whose outputs are static by initializers holding them; returns whether any was folded.
     Without `shapes`, only subgraphs of constants fold."""
     graph = model.graph
-    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
+    opset = model_opset(model)
     initializers = {init.name: init for init in graph.initializer}
     trials = [TRIAL_BATCHES[0]] if shapes is None else list(TRIAL_BATCHES)
     values: list[dict[str, np.ndarray]] = [{} for _ in trials]
@@ -106,7 +107,7 @@ def _evaluate(
     opset: int,
 ) -> list[list[np.ndarray]] | None:
     """The node's outputs for each trial batch size, or None when they cannot be computed without data."""
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or _has_subgraph(node):
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDED or next(subgraphs(node), None) is not None:
         return None
     if node.op_type in _SHAPE_OPS:
         source = node.input[0]
@@ -134,8 +135,7 @@ def _shape_values(node: onnx.NodeProto, trials: list[int], shape: Shape | None) 
     results = []
     for batch in trials:
         dims = [batch if d is None else d for d in shape]
-        value = np.asarray(dims[start:end], np.int64) if node.op_type == "Shape" else np.asarray(np.prod(dims))
-        results.append([value.astype(np.int64)])
+        results.append([np.asarray(dims[start:end] if node.op_type == "Shape" else np.prod(dims), np.int64)])
     return results
 
 
@@ -169,9 +169,3 @@ def _single_node_model(node: onnx.NodeProto, inputs: dict[str, np.ndarray], opse
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return all(x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-def _has_subgraph(node: onnx.NodeProto) -> bool:
-    return any(
-        attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute
-    )

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import onnx
 
+from onnxplain.server.engine.backward.graph import subgraphs
+
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 # Standard ops whose integer outputs still carry their input's signal: quantized activations, which the
 # straight-through estimator differentiates (rules/op_quantize.py), and the integer ops that quantized.py rewrites.
@@ -39,9 +41,8 @@ def _reads(node: onnx.NodeProto) -> set[str]:
     """The tensors a node reads: its inputs, and the outer tensors its subgraphs (If branches, Loop bodies) use by
     name. An If on the input's path has no rule; without these it would look off the path and be missed."""
     names = {name for name in node.input if name}
-    for attribute in node.attribute:
-        for graph in (attribute.g,) if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-            names |= _outer_names(graph)
+    for graph in subgraphs(node):
+        names |= _outer_names(graph)
     return names
 
 

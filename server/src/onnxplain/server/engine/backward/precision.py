@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from onnxplain.server.engine.backward.graph import subgraphs
+
 _OTHER_FLOATS = {TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 _INTEGERS = {
     TensorProto.UINT8,
@@ -63,9 +65,5 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
     """The graph and its subgraphs (If branches, Loop bodies), nested ones included."""
     yield graph
     for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attribute.g)
-            elif attribute.type == onnx.AttributeProto.GRAPHS:
-                for subgraph in attribute.graphs:
-                    yield from _graphs(subgraph)
+        for subgraph in subgraphs(node):
+            yield from _graphs(subgraph)

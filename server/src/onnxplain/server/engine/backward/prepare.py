@@ -13,6 +13,7 @@ from onnx import version_converter
 
 from onnxplain.server.engine.backward.context import Shape
 from onnxplain.server.engine.backward.folding import fold_static, has_shape_ops
+from onnxplain.server.engine.backward.graph import model_opset
 from onnxplain.server.engine.backward.precision import as_float32
 from onnxplain.server.engine.backward.quantized import dequantize_operators
 from onnxplain.server.engine.session import create_session
@@ -52,10 +53,6 @@ def fold_everything_static(model: onnx.ModelProto, probe: ShapeProbe | None = No
         _, shapes, _ = infer_shapes(model, probe)
         if not fold_static(model, shapes):
             return
-
-
-def model_opset(model: onnx.ModelProto) -> int:
-    return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 1)
 
 
 def with_min_opset(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxplain.server.engine.backward.graph import FreshNames
+
 # The scale and zero point ("" when absent) a quantized tensor dequantizes with.
 Params = tuple[str, str]
 
@@ -59,9 +61,7 @@ class _Rewriter:
         self.nodes: list[onnx.NodeProto] = []
         self._constants = {init.name: init for init in graph.initializer}
         self._dequantized: dict[tuple[str, str, str], str] = {}
-        self._taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
-        self._taken |= set(self._constants) | {value.name for value in graph.input}
-        self._counter = 0
+        self.fresh = FreshNames(graph, "onnxplain_dq")
         # Tensors whose element type changed (integer products now in float): their stale value_info goes.
         self.retyped: set[str] = set()
 
@@ -83,14 +83,6 @@ class _Rewriter:
         kept = [value for value in self.graph.value_info if value.name not in self.retyped]
         del self.graph.value_info[:]
         self.graph.value_info.extend(kept)
-
-    def fresh(self, hint: str) -> str:
-        while True:
-            self._counter += 1
-            name = f"onnxplain_dq/{hint}_{self._counter}"
-            if name not in self._taken:
-                self._taken.add(name)
-                return name
 
     def emit(
         self,

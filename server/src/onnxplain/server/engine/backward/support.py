@@ -56,7 +56,8 @@ def support_problems(
     except Exception:  # shape inference failing only loses types and shapes: unknown types count as float
         shapes, dtypes = {}, {}
     problems: dict[str, str | None] = {
-        walk: _path_problem(model.graph, [input_name], target, dtypes, ruleset) for walk, ruleset in _RULE_SETS.items()
+        walk: _path_problem(model.graph, [input_name], target, dtypes, ruleset, walk)
+        for walk, ruleset in _RULE_SETS.items()
     }
     if problems[RELEVANCE] is None:
         problems[RELEVANCE] = _relevance_problem(model.graph, input_name, target, dtypes)
@@ -64,7 +65,7 @@ def support_problems(
     problems[FEATURE_MAP] = (
         "no 4-D feature map feeds the classifier head; name one with the 'layer' parameter"
         if feature_map is None
-        else _path_problem(model.graph, [feature_map.tensor], target, dtypes, GRADIENT)
+        else _path_problem(model.graph, [feature_map.tensor], target, dtypes, GRADIENT, INPUT_GRADIENT)
     )
     return problems
 
@@ -96,8 +97,9 @@ def _is_quantized_operator(node: onnx.NodeProto) -> bool:
 
 
 def _path_problem(
-    graph: onnx.GraphProto, sources: list[str], target: str, dtypes: dict[str, int], ruleset: RuleSet
+    graph: onnx.GraphProto, sources: list[str], target: str, dtypes: dict[str, int], ruleset: RuleSet, name: str
 ) -> str | None:
+    """Why the walk from `sources` to the target cannot run under `ruleset` (called `name` in the reason), or None."""
     nodes, on_path = differentiable_path(graph, sources, target, dtypes)
     if target not in on_path and target not in sources:
         return f"the scores ({target!r}) do not depend on {sources[0]!r} through ops a backward walk can follow"
@@ -108,9 +110,7 @@ def _path_problem(
     ]
     if not missing:
         return None
-    return f"no {ruleset.name.split('(')[0]} rule for op {', '.join(missing[:5])}" + (
-        " and more" if len(missing) > 5 else ""
-    )
+    return f"no {name} rule for op {', '.join(missing[:5])}" + (" and more" if len(missing) > 5 else "")
 
 
 def _relevance_problem(graph: onnx.GraphProto, input_name: str, target: str, dtypes: dict[str, int]) -> str | None:

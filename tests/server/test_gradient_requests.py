@@ -83,6 +83,29 @@ def root_classifier() -> bytes:
     ).SerializeToString()
 
 
+def lone_quantize_classifier() -> bytes:
+    """A QuantizeLinear read by a Cast, not a DequantizeLinear: it has a rule, so the load-time scan passes, but the
+    rule refuses it when the graph is built (the straight-through estimator is defined for Q/DQ pairs only)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["input", "scale", "zero"], ["quantized"], name="lone_quantize"),
+            helper.make_node("Cast", ["quantized"], ["levels"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["levels"], ["rows"], axes=[3], keepdims=0),
+            helper.make_node("Flatten", ["rows"], ["scores"], axis=1),
+        ],
+        "lone_quantize",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(np.asarray(0.05, dtype=np.float32), "scale"),
+            numpy_helper.from_array(np.asarray(128, dtype=np.uint8), "zero"),
+        ],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
+    ).SerializeToString()
+
+
 @pytest.fixture(scope="module")
 def cnn() -> SmallCNN:
     return SmallCNN(channels=3, classes=5, seed=2).eval()
@@ -94,6 +117,7 @@ def client(tmp_path_factory, cnn) -> Iterator[Client]:
     write_model(repository, "wrap", wrapping_classifier())
     write_model(repository, "wrapped_stem", wrapped_stem_cnn())
     write_model(repository, "root", root_classifier())
+    write_model(repository, "lone_quantize", lone_quantize_classifier())
     write_model(repository, "rows", identity_classifier())
     write_model(repository, "softmax_cnn", export(WithSoftmax(cnn), (1, 3, 16, 16)))
     with serving_client(repository) as connected:
@@ -206,3 +230,16 @@ def test_a_non_finite_map_is_an_internal_error_with_the_request_id(client) -> No
     # A finite case of the same model is answered.
     image = np.ones((1, 4, 8), np.float32)
     assert np.all(np.isfinite(client.explain("root", image, method="gradient", target=0).attribution))
+
+
+def test_a_graph_the_build_refuses_turns_metadata_to_unsupported(client) -> None:
+    before = {m.name: m for m in client.metadata("lone_quantize").methods}["saliency"]
+    assert before.supported and before.reason.startswith("not yet checked")
+    image = np.ones((1, 4, 8), np.float32)
+    error = failure(lambda: client.explain("lone_quantize", image, method="saliency", target=0))
+    assert error.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert "lone_quantize" in error.message
+    after = {m.name: m for m in client.metadata("lone_quantize").methods}["saliency"]
+    assert not after.supported and after.reason in error.message
+    again = failure(lambda: client.explain("lone_quantize", image, method="saliency", target=0))
+    assert again.code is grpc.StatusCode.FAILED_PRECONDITION and after.reason in again.message

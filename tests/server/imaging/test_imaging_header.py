@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.hostile_images import with_last_scan_repeated
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.imaging.header import probe_size
+from onnxplain.server.imaging.header import jpeg_scan_count, probe_size
 
 SIDES = st.integers(min_value=1, max_value=300)
 FORMATS = {
@@ -156,3 +157,28 @@ def test_random_bytes_give_a_size_or_invalid_input(prefix: bytes, body: bytes) -
     except InvalidInput:
         return
     assert height > 0 and width > 0
+
+
+@pytest.mark.parametrize(
+    ("channels", "progressive", "scans"),
+    # libjpeg's jpeg_simple_progression: 10 scans for YCbCr, 6 for grayscale; baseline interleaves into one scan.
+    [(3, 1, 10), (1, 1, 6), (3, 0, 1), (1, 0, 1)],
+)
+def test_jpeg_scan_count_matches_libjpeg_scripts(channels: int, progressive: int, scans: int) -> None:
+    data = encode(image_of(64, 48, channels), ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, progressive])
+    assert jpeg_scan_count(data) == scans
+
+
+def test_scan_markers_inside_an_exif_thumbnail_or_restart_intervals_are_not_counted() -> None:
+    thumbnail = encode(image_of(16, 16), ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    payload = b"Exif\x00\x00" + thumbnail
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    data = encode(image_of(64, 48), ".jpg", [cv2.IMWRITE_JPEG_RST_INTERVAL, 1])
+    with_thumbnail = data[:2] + app1 + data[2:]
+    assert cv2.imdecode(np.frombuffer(with_thumbnail, np.uint8), cv2.IMREAD_COLOR).shape == (64, 48, 3)
+    assert jpeg_scan_count(with_thumbnail) == 1
+
+
+def test_repeated_scans_are_counted() -> None:
+    data = encode(image_of(64, 48), ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert jpeg_scan_count(with_last_scan_repeated(data, 500)) == 510

@@ -23,6 +23,8 @@ class Limits:
 
     max_image_pixels: int = 40_000_000
     max_images_per_request: int = 64
+    # Decoded pixels of all a request's encoded images together, so the image limit cannot be multiplied by the count.
+    max_request_pixels: int = 160_000_000
     max_targets: int = 1000
     max_forward_passes: int = 100_000
     max_message_bytes: int = 256 * 1024 * 1024

@@ -34,9 +34,17 @@ async def abort_for(error: Exception, context: grpc.aio.ServicerContext) -> None
     """Abort the call with the status the error means; anything unexpected is logged and sent as INTERNAL."""
     if isinstance(error, errors.OnnxplainError):
         await context.abort(status_code(error), str(error))
-    log.exception("unexpected error in %s: %s", type(error).__name__, error, exc_info=error)
     call = current_call.get()
     request = f", request id {call.request_id}" if call is not None else ""
+    if isinstance(error, MemoryError):
+        # numpy or Python could not allocate: the request asked for more memory than the server has free now.
+        log.warning("out of memory in a request%s: %s", request, error)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the server ran out of memory for this request{request}: try fewer images or targets, or smaller "
+            "parameters",
+        )
+    log.exception("unexpected error in %s: %s", type(error).__name__, error, exc_info=error)
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}{request}); the server log has the cause"
     )

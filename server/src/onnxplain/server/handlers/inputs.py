@@ -6,15 +6,21 @@ them in the input's own type (engine/session.py)."""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
+from onnxplain.server.engine.cancel import CANCEL_POLL_SECONDS, CancelToken
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.handlers.schema import ImageInput
-from onnxplain.server.imaging.decode import decode_image
+from onnxplain.server.imaging.decode import check_pixels, decode_image
 from onnxplain.server.imaging.geometry import Geometry
+from onnxplain.server.imaging.header import probe_size
 from onnxplain.server.imaging.layout import spatial_size
 from onnxplain.server.imaging.preprocess import preprocess
 from onnxplain.server.imaging.render import tensor_to_image
@@ -38,18 +44,64 @@ class PreparedImage:
         return self.decoded if self.decoded is not None else tensor_to_image(self.tensor, self.layout)
 
 
-def prepare_images(model: LoadedModel, images: list[ImageInput], limits: Limits) -> list[PreparedImage]:
+# Decoding is CPU-bound and a hostile image can take seconds: at most one decode per core at a time, so request
+# threads waiting for a turn stay cancellable and other work keeps its cores.
+_DECODE_TURNS = threading.BoundedSemaphore(os.cpu_count() or 1)
+
+
+def prepare_images(
+    model: LoadedModel, images: list[ImageInput], limits: Limits, token: CancelToken | None = None
+) -> list[PreparedImage]:
+    """The images as model inputs; every count and size limit is checked before the first image is decoded, and a
+    cancelled or expired call stops between images."""
     if not images:
         raise InvalidInput("the request has no images")
     if len(images) > limits.max_images_per_request:
         raise InvalidInput(f"the request has {len(images)} images; the limit is {limits.max_images_per_request}")
-    return [_prepare(model, image, index, limits) for index, image in enumerate(images)]
+    _check_request_pixels(images, limits)
+    prepared = []
+    for index, image in enumerate(images):
+        if token is not None:
+            token.raise_if_cancelled()
+        prepared.append(_prepare(model, image, index, limits, token))
+    return prepared
 
 
-def _prepare(model: LoadedModel, image: ImageInput, index: int, limits: Limits) -> PreparedImage:
+def _check_request_pixels(images: list[ImageInput], limits: Limits) -> None:
+    total = 0
+    for index, image in enumerate(images):
+        if image.encoded is None:
+            continue
+        try:
+            height, width = probe_size(image.encoded)
+            check_pixels(height, width, limits.max_image_pixels)
+        except InvalidInput as error:
+            raise InvalidInput(f"image {index}: {error}") from error
+        total += height * width
+    if total > limits.max_request_pixels:
+        raise InvalidInput(
+            f"the request's images have {total} pixels together, above the limit of {limits.max_request_pixels} per "
+            "request: send them in several requests"
+        )
+
+
+@contextmanager
+def _decoding_turn(token: CancelToken | None) -> Iterator[None]:
+    while not _DECODE_TURNS.acquire(timeout=CANCEL_POLL_SECONDS):
+        if token is not None:
+            token.raise_if_cancelled()
+    try:
+        yield
+    finally:
+        _DECODE_TURNS.release()
+
+
+def _prepare(
+    model: LoadedModel, image: ImageInput, index: int, limits: Limits, token: CancelToken | None
+) -> PreparedImage:
     try:
         if image.encoded is not None:
-            prepared = _from_encoded(model, image.encoded, limits)
+            prepared = _from_encoded(model, image.encoded, limits, token)
         elif image.tensor is not None:
             prepared = _from_tensor(model, image.tensor, limits)
         else:
@@ -62,7 +114,7 @@ def _prepare(model: LoadedModel, image: ImageInput, index: int, limits: Limits) 
         raise InvalidInput(f"image {index}: {error}") from error
 
 
-def _from_encoded(model: LoadedModel, data: bytes, limits: Limits) -> PreparedImage:
+def _from_encoded(model: LoadedModel, data: bytes, limits: Limits, token: CancelToken | None) -> PreparedImage:
     spec = model.preprocessing
     if spec is None:
         raise InvalidInput(
@@ -70,7 +122,8 @@ def _from_encoded(model: LoadedModel, data: bytes, limits: Limits) -> PreparedIm
             f"{_tensor_dtype(model)} tensor shaped {_describe(model.signature.sample_shape)}, or add a preprocessing "
             "section to its config.yaml"
         )
-    picture = decode_image(data, spec.color, limits.max_image_pixels)
+    with _decoding_turn(token):
+        picture = decode_image(data, spec.color, limits.max_image_pixels)
     tensor, geometry = preprocess(picture, spec)
     return PreparedImage(tensor=tensor, geometry=geometry, decoded=picture)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 from onnxplain.server.errors import InvalidInput
@@ -11,6 +12,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Markers that stand alone, without a length field: TEM and RST0..RST7 (SOI is handled first).
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+# The next marker: 0xFF (fill bytes repeated) then a byte that is not a stuffed zero, a restart marker or more fill.
+# Inside entropy-coded data this skips every 0xFF00 and RSTn, so it lands on the marker that ends the scan.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
 
 
 def probe_size(data: bytes) -> tuple[int, int]:
@@ -126,3 +131,24 @@ def _webp(data: bytes) -> tuple[int, int]:
         height = int.from_bytes(data[27:30], "little") + 1
         return height, width
     raise InvalidInput(f"malformed WebP header: unknown chunk {chunk!r}")
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """Count a JPEG's scans (SOS segments) from its markers, without decoding.
+
+    A progressive JPEG's decoding time grows with its scans, and a few hundred kilobytes can repeat AC scans a
+    thousand times: the count bounds that work before the decoder starts. Segments are skipped by their length and
+    scan data up to its ending marker, so bytes inside an EXIF thumbnail or a table are never miscounted.
+    """
+    scans, pos = 0, 2
+    while (match := _JPEG_NEXT_MARKER.search(data, pos)) is not None:
+        marker, pos = match.group(1)[0], match.end()
+        if marker == _JPEG_EOI:
+            break
+        if marker in _JPEG_STANDALONE or marker == 0xD8 or pos + 2 > len(data):
+            continue
+        (length,) = struct.unpack(">H", data[pos : pos + 2])
+        if marker == _JPEG_SOS:
+            scans += 1
+        pos += max(length, 2)
+    return scans

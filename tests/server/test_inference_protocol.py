@@ -170,6 +170,7 @@ def test_infer_typed_fp32_contents(stub: service_pb2_grpc.GRPCInferenceServiceSt
         ((2**31, 2**31, 28, 28), "FP32", 4 * 784, "bytes"),
         ((65, 1, 28, 28), "FP32", None, "limit"),
         ((0, 1, 28, 28), "FP32", None, "empty"),
+        ((0, 2**62, 2**62), "FP32", 0, "empty"),
     ],
 )
 def test_malformed_tensors_are_invalid_argument(

@@ -216,4 +216,7 @@ def _shape(tensor: oip_pb.ModelInferRequest.InferInputTensor) -> tuple[list[int]
     shape = list(tensor.shape)
     if any(dim < 0 for dim in shape):
         raise InvalidInput(f"input {tensor.name!r} has shape {shape} with a negative dimension")
+    # Refused here, not by the model: an empty tensor's other dimensions are unchecked by its (zero) byte count.
+    if 0 in shape:
+        raise InvalidInput(f"input {tensor.name!r} has shape {shape} with an empty dimension")
     return shape, math.prod(shape)

@@ -142,6 +142,7 @@ class FakeExplainService(pb_grpc.ExplainServiceServicer):
                 labels=LABELS,
                 layout=model_pb2.LAYOUT_NCHW,
                 num_classes=3,
+                heads=["scores", "boxes"],
             )
         )
 

@@ -26,6 +26,18 @@ def test_predict_and_explain(server_address):
     assert explanations[0].overlays == [b"png-0", b"png-2"]
 
 
+def test_predict_and_explain_send_the_head_they_name(server_address, fake_service):
+    async def scenario():
+        async with AsyncClient(server_address, timeout=10) as client:
+            await client.predict("resnet", b"png", output="boxes")
+            await client.explain("resnet", b"png", output="boxes")
+            return [event async for event in client.explain_stream("resnet", b"png", output="boxes")]
+
+    run(scenario())
+    predict, explain, stream = fake_service.requests
+    assert [predict.output, explain.output, stream.output] == ["boxes"] * 3
+
+
 def test_explain_stream(server_address):
     async def scenario():
         async with AsyncClient(server_address) as client:

@@ -134,6 +134,19 @@ def test_explain_writes_maps_and_overlays(server_address, fake_service, tmp_path
     assert summary.startswith(f"{image}: occlusion targets 0 (cat), 1 (dog); 20 forward passes, 0.25s")
 
 
+def test_predict_and_explain_send_the_head_named_by_output(server_address, fake_service, tmp_path, capsys):
+    image = tmp_path / "cat.png"
+    image.write_bytes(b"png")
+    connection = ["--server", server_address, "--model", "resnet"]
+    assert main(["predict", *connection, "--output", "boxes", str(image)]) == 0
+    assert (
+        main(["explain", *connection, "--method", "occlusion", "--output", "boxes", "-o", str(tmp_path), str(image)])
+        == 0
+    )
+    assert main(["explain", *connection, "--method", "occlusion", "-o", str(tmp_path), str(image)]) == 0
+    assert [request.output for request in fake_service.requests] == ["boxes", "boxes", ""]
+
+
 def test_explain_one_target_with_progress(server_address, tmp_path, capsys):
     image = tmp_path / "dog.jpg"
     image.write_bytes(b"jpg")

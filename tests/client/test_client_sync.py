@@ -34,6 +34,16 @@ def test_explain_sends_options_and_shapes_maps(client, fake_service):
     assert request.targets[0].top_k == 2
 
 
+def test_predict_and_explain_send_the_head_they_name(client, fake_service):
+    client.predict("resnet", b"png", output="boxes")
+    client.explain("resnet", b"png", output="boxes")
+    list(client.explain_stream("resnet", b"png", output="boxes"))
+    client.explain("resnet", b"png")
+    predict, explain, stream, default = fake_service.requests
+    assert [predict.output, explain.output, stream.output, default.output] == ["boxes"] * 3 + [""]
+    assert client.metadata("resnet").heads == ["scores", "boxes"]
+
+
 def test_explain_a_label_target_gives_one_map(client):
     assert client.explain("resnet", b"png", target="dog").attribution.shape == (4, 5)
 

@@ -57,9 +57,11 @@ class Call(Generic[R]):
     """Reads one response message (for a stream: one event, None for events to skip)."""
 
 
-def predict(model: str, images: ImagesLike, *, version: str, top_k: int) -> Call[Prediction | list[Prediction]]:
+def predict(
+    model: str, images: ImagesLike, *, version: str, top_k: int, output: str = ""
+) -> Call[Prediction | list[Prediction]]:
     messages, single = to_images(images)
-    request = pb.PredictRequest(model_name=model, model_version=version, top_k=top_k)
+    request = pb.PredictRequest(model_name=model, model_version=version, top_k=top_k, output=output)
     _add_images(request, messages)
     return Call("Predict", request, partial(parse_predict_response, single=single))
 
@@ -81,6 +83,8 @@ class ExplainArgs:
     segments: SegmentsLike = None
     polarity: PolarityName | None = None
     original_maps: bool = False
+    # The head to explain ("" is the model's default).
+    output: str = ""
 
 
 def explain(args: ExplainArgs) -> Call[Explanation | list[Explanation]]:
@@ -110,6 +114,7 @@ def build_explain_request(args: ExplainArgs) -> tuple[pb.ExplainRequest, bool]:
         attribution_shape=_choose(_ATTRIBUTION_SHAPES, args.attribution_shape, "attribution_shape"),
         score_space=_choose(_SCORE_SPACES, args.score_space, "score_space"),
         original_maps=args.original_maps,
+        output=args.output,
     )
     _add_images(request, messages)
     # Naming a colormap or a polarity only makes sense for an overlay, so it asks for one.

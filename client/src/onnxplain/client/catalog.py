@@ -61,6 +61,9 @@ class ModelMetadata:
     """0 means no fixed limit."""
     preprocessing: dict[str, Any] | None = None
     """How encoded images become input tensors; None means send tensors (unless the server infers the size)."""
+    heads: list[str] = field(default_factory=list)
+    """The outputs predict and explain can name as `output`, the default head first (labels, output_kind,
+    num_classes and methods describe it)."""
 
     @property
     def supported_methods(self) -> list[str]:

@@ -215,6 +215,7 @@ def parse_metadata(metadata: model_pb2.ModelMetadata) -> ModelMetadata:
         num_classes=metadata.num_classes,
         max_batch_size=metadata.max_batch_size,
         preprocessing=parse_preprocessing(metadata.preprocessing) if metadata.HasField("preprocessing") else None,
+        heads=list(metadata.heads),
     )
 
 

@@ -83,7 +83,14 @@ class Client:
 
     @overload
     def predict(
-        self, model: str, images: ImageLike, *, version: str = ..., top_k: int = ..., timeout: float | None = ...
+        self,
+        model: str,
+        images: ImageLike,
+        *,
+        version: str = ...,
+        top_k: int = ...,
+        output: str = ...,
+        timeout: float | None = ...,
     ) -> Prediction: ...
     @overload
     def predict(
@@ -93,13 +100,22 @@ class Client:
         *,
         version: str = ...,
         top_k: int = ...,
+        output: str = ...,
         timeout: float | None = ...,
     ) -> list[Prediction]: ...
     def predict(
-        self, model: str, images: ImagesLike, *, version: str = "", top_k: int = 5, timeout: float | None = None
+        self,
+        model: str,
+        images: ImagesLike,
+        *,
+        version: str = "",
+        top_k: int = 5,
+        output: str = "",
+        timeout: float | None = None,
     ) -> Prediction | list[Prediction]:
-        """Model scores and the top_k classes of each image; version "" is the latest ready one."""
-        return self._call(calls.predict(model, images, version=version, top_k=top_k), timeout)
+        """Model scores and the top_k classes of each image; version "" is the latest ready one. `output` names the
+        head to score on a model with several (`metadata().heads`); "" is the model's default."""
+        return self._call(calls.predict(model, images, version=version, top_k=top_k, output=output), timeout)
 
     @overload
     def explain(
@@ -117,6 +133,7 @@ class Client:
         polarity: PolarityName | None = ...,
         segments: SegmentMap | None = ...,
         original_maps: bool = ...,
+        output: str = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> Explanation: ...
@@ -136,6 +153,7 @@ class Client:
         polarity: PolarityName | None = ...,
         segments: SegmentMaps | None = ...,
         original_maps: bool = ...,
+        output: str = ...,
         timeout: float | None = ...,
         **params: ParameterValue,
     ) -> list[Explanation]: ...
@@ -154,6 +172,7 @@ class Client:
         polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
         original_maps: bool = False,
+        output: str = "",
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> Explanation | list[Explanation]:
@@ -162,6 +181,8 @@ class Client:
         `segments`: an (H, W) integer array of segment ids at model-input resolution (a list, one per image, for
         several images) that lime, kernel_shap and feature_ablation use instead of their own superpixels.
         `original_maps`: also return the maps over the whole original image (`Explanation.original_attribution`).
+        `output`: the head to explain on a model with several (`metadata().heads`), e.g. one digit of a captcha
+        reader; targets, scores and maps are then that head's. "" is the model's default head.
         """
         args = ExplainArgs(
             model=model,
@@ -177,6 +198,7 @@ class Client:
             params=params,
             segments=segments,
             original_maps=original_maps,
+            output=output,
         )
         return self._call(calls.explain(args), timeout)
 
@@ -195,6 +217,7 @@ class Client:
         polarity: PolarityName | None = None,
         segments: SegmentsLike = None,
         original_maps: bool = False,
+        output: str = "",
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> Iterator[StreamEvent]:
@@ -216,6 +239,7 @@ class Client:
             params=params,
             segments=segments,
             original_maps=original_maps,
+            output=output,
         )
         return self._stream(calls.explain_stream(args), timeout)
 

@@ -95,16 +95,18 @@ class RenderOptions(_message.Message):
     def __init__(self, overlay_png: _Optional[bool] = ..., colormap: _Optional[str] = ..., clip_percentile: _Optional[float] = ..., alpha: _Optional[float] = ..., polarity: _Optional[_Union[Polarity, str]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "images", "top_k")
+    __slots__ = ("model_name", "model_version", "images", "top_k", "output")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
     top_k: int
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    output: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., output: _Optional[str] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("class_index", "label", "score", "probability")
@@ -137,7 +139,7 @@ class PredictResponse(_message.Message):
     def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "images", "method", "parameters", "targets", "attribution_shape", "score_space", "render", "original_maps")
+    __slots__ = ("model_name", "model_version", "images", "method", "parameters", "targets", "attribution_shape", "score_space", "render", "original_maps", "output")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +157,7 @@ class ExplainRequest(_message.Message):
     SCORE_SPACE_FIELD_NUMBER: _ClassVar[int]
     RENDER_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_MAPS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
@@ -165,7 +168,8 @@ class ExplainRequest(_message.Message):
     score_space: ScoreSpace
     render: RenderOptions
     original_maps: bool
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., attribution_shape: _Optional[_Union[AttributionShape, str]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ..., original_maps: _Optional[bool] = ...) -> None: ...
+    output: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., attribution_shape: _Optional[_Union[AttributionShape, str]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., render: _Optional[_Union[RenderOptions, _Mapping]] = ..., original_maps: _Optional[bool] = ..., output: _Optional[str] = ...) -> None: ...
 
 class Geometry(_message.Message):
     __slots__ = ("original_height", "original_width", "resized_height", "resized_width", "crop_top", "crop_left", "crop_height", "crop_width")

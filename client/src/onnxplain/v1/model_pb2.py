@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onnxplain/v1/model.proto\x12\x0connxplain.v1\"e\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.onnxplain.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tdim_names\x18\x04 \x03(\t\"\xca\x01\n\rPreprocessing\x12\x0e\n\x06resize\x18\x01 \x03(\x03\x12\x13\n\x0b\x63\x65nter_crop\x18\x02 \x03(\x03\x12-\n\x0b\x63olor_order\x18\x03 \x01(\x0e\x32\x18.onnxplain.v1.ColorOrder\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x0c\n\x04mean\x18\x05 \x03(\x01\x12\x0b\n\x03std\x18\x06 \x03(\x01\x12$\n\x06layout\x18\x07 \x01(\x0e\x32\x14.onnxplain.v1.Layout\x12\x15\n\rinterpolation\x18\x08 \x01(\t\"l\n\rMethodSupport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1a.onnxplain.v1.MethodFamily\x12\x11\n\tsupported\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xdf\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.onnxplain.v1.ModelState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x06inputs\x18\x06 \x03(\x0b\x32\x18.onnxplain.v1.TensorInfo\x12)\n\x07outputs\x18\x07 \x03(\x0b\x32\x18.onnxplain.v1.TensorInfo\x12$\n\x06layout\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Layout\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\x12\x0e\n\x06labels\x18\n \x03(\t\x12-\n\x0boutput_kind\x18\x0b \x01(\x0e\x32\x18.onnxplain.v1.OutputKind\x12,\n\x07methods\x18\x0c \x03(\x0b\x32\x1b.onnxplain.v1.MethodSupport\x12\x11\n\tproviders\x18\r \x03(\t\x12\x13\n\x0bnum_classes\x18\x0e \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x0f \x01(\x03\"W\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x8c\x01\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1a.onnxplain.v1.MethodFamily\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\nparameters\x18\x04 \x03(\x0b\x32\x1b.onnxplain.v1.ParameterSpec\"\x8c\x01\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\nparameters\x18\x03 \x03(\x0b\x32\x1b.onnxplain.v1.ParameterSpec\x12\x18\n\x10higher_is_better\x18\x04 \x01(\x08\x12\x10\n\x08requires\x18\x05 \x03(\t*\x90\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x15\n\x11MODEL_STATE_READY\x10\x03\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x04*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02*`\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_KIND_LOGITS\x10\x01\x12\x1d\n\x19OUTPUT_KIND_PROBABILITIES\x10\x02*i\n\nColorOrder\x12\x1b\n\x17\x43OLOR_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OLOR_ORDER_RGB\x10\x01\x12\x13\n\x0f\x43OLOR_ORDER_BGR\x10\x02\x12\x14\n\x10\x43OLOR_ORDER_GRAY\x10\x03*\xbe\x01\n\x0cMethodFamily\x12\x1d\n\x19METHOD_FAMILY_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMETHOD_FAMILY_PERTURBATION\x10\x01\x12\x1a\n\x16METHOD_FAMILY_GRADIENT\x10\x02\x12\x15\n\x11METHOD_FAMILY_CAM\x10\x03\x12\x1b\n\x17METHOD_FAMILY_RELEVANCE\x10\x04\x12\x1f\n\x1bMETHOD_FAMILY_VISUALIZATION\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18onnxplain/v1/model.proto\x12\x0connxplain.v1\"e\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.onnxplain.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x11\n\tdim_names\x18\x04 \x03(\t\"\xca\x01\n\rPreprocessing\x12\x0e\n\x06resize\x18\x01 \x03(\x03\x12\x13\n\x0b\x63\x65nter_crop\x18\x02 \x03(\x03\x12-\n\x0b\x63olor_order\x18\x03 \x01(\x0e\x32\x18.onnxplain.v1.ColorOrder\x12\r\n\x05scale\x18\x04 \x01(\x01\x12\x0c\n\x04mean\x18\x05 \x03(\x01\x12\x0b\n\x03std\x18\x06 \x03(\x01\x12$\n\x06layout\x18\x07 \x01(\x0e\x32\x14.onnxplain.v1.Layout\x12\x15\n\rinterpolation\x18\x08 \x01(\t\"l\n\rMethodSupport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1a.onnxplain.v1.MethodFamily\x12\x11\n\tsupported\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xee\x03\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.onnxplain.v1.ModelState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x06inputs\x18\x06 \x03(\x0b\x32\x18.onnxplain.v1.TensorInfo\x12)\n\x07outputs\x18\x07 \x03(\x0b\x32\x18.onnxplain.v1.TensorInfo\x12$\n\x06layout\x18\x08 \x01(\x0e\x32\x14.onnxplain.v1.Layout\x12\x32\n\rpreprocessing\x18\t \x01(\x0b\x32\x1b.onnxplain.v1.Preprocessing\x12\x0e\n\x06labels\x18\n \x03(\t\x12-\n\x0boutput_kind\x18\x0b \x01(\x0e\x32\x18.onnxplain.v1.OutputKind\x12,\n\x07methods\x18\x0c \x03(\x0b\x32\x1b.onnxplain.v1.MethodSupport\x12\x11\n\tproviders\x18\r \x03(\t\x12\x13\n\x0bnum_classes\x18\x0e \x01(\x03\x12\x16\n\x0emax_batch_size\x18\x0f \x01(\x03\x12\r\n\x05heads\x18\x10 \x03(\t\"W\n\rParameterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\x8c\x01\n\nMethodInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x1a.onnxplain.v1.MethodFamily\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12/\n\nparameters\x18\x04 \x03(\x0b\x32\x1b.onnxplain.v1.ParameterSpec\"\x8c\x01\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\nparameters\x18\x03 \x03(\x0b\x32\x1b.onnxplain.v1.ParameterSpec\x12\x18\n\x10higher_is_better\x18\x04 \x01(\x08\x12\x10\n\x08requires\x18\x05 \x03(\t*\x90\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x01\x12\x17\n\x13MODEL_STATE_LOADING\x10\x02\x12\x15\n\x11MODEL_STATE_READY\x10\x03\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x04*B\n\x06Layout\x12\x16\n\x12LAYOUT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLAYOUT_NCHW\x10\x01\x12\x0f\n\x0bLAYOUT_NHWC\x10\x02*`\n\nOutputKind\x12\x1b\n\x17OUTPUT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_KIND_LOGITS\x10\x01\x12\x1d\n\x19OUTPUT_KIND_PROBABILITIES\x10\x02*i\n\nColorOrder\x12\x1b\n\x17\x43OLOR_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OLOR_ORDER_RGB\x10\x01\x12\x13\n\x0f\x43OLOR_ORDER_BGR\x10\x02\x12\x14\n\x10\x43OLOR_ORDER_GRAY\x10\x03*\xbe\x01\n\x0cMethodFamily\x12\x1d\n\x19METHOD_FAMILY_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMETHOD_FAMILY_PERTURBATION\x10\x01\x12\x1a\n\x16METHOD_FAMILY_GRADIENT\x10\x02\x12\x15\n\x11METHOD_FAMILY_CAM\x10\x03\x12\x1b\n\x17METHOD_FAMILY_RELEVANCE\x10\x04\x12\x1f\n\x1bMETHOD_FAMILY_VISUALIZATION\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'onnxplain.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=1395
-  _globals['_MODELSTATE']._serialized_end=1539
-  _globals['_LAYOUT']._serialized_start=1541
-  _globals['_LAYOUT']._serialized_end=1607
-  _globals['_OUTPUTKIND']._serialized_start=1609
-  _globals['_OUTPUTKIND']._serialized_end=1705
-  _globals['_COLORORDER']._serialized_start=1707
-  _globals['_COLORORDER']._serialized_end=1812
-  _globals['_METHODFAMILY']._serialized_start=1815
-  _globals['_METHODFAMILY']._serialized_end=2005
+  _globals['_MODELSTATE']._serialized_start=1410
+  _globals['_MODELSTATE']._serialized_end=1554
+  _globals['_LAYOUT']._serialized_start=1556
+  _globals['_LAYOUT']._serialized_end=1622
+  _globals['_OUTPUTKIND']._serialized_start=1624
+  _globals['_OUTPUTKIND']._serialized_end=1720
+  _globals['_COLORORDER']._serialized_start=1722
+  _globals['_COLORORDER']._serialized_end=1827
+  _globals['_METHODFAMILY']._serialized_start=1830
+  _globals['_METHODFAMILY']._serialized_end=2020
   _globals['_MODELSTATUS']._serialized_start=42
   _globals['_MODELSTATUS']._serialized_end=143
   _globals['_TENSORINFO']._serialized_start=145
@@ -50,11 +50,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_METHODSUPPORT']._serialized_start=427
   _globals['_METHODSUPPORT']._serialized_end=535
   _globals['_MODELMETADATA']._serialized_start=538
-  _globals['_MODELMETADATA']._serialized_end=1017
-  _globals['_PARAMETERSPEC']._serialized_start=1019
-  _globals['_PARAMETERSPEC']._serialized_end=1106
-  _globals['_METHODINFO']._serialized_start=1109
-  _globals['_METHODINFO']._serialized_end=1249
-  _globals['_METRICINFO']._serialized_start=1252
-  _globals['_METRICINFO']._serialized_end=1392
+  _globals['_MODELMETADATA']._serialized_end=1032
+  _globals['_PARAMETERSPEC']._serialized_start=1034
+  _globals['_PARAMETERSPEC']._serialized_end=1121
+  _globals['_METHODINFO']._serialized_start=1124
+  _globals['_METHODINFO']._serialized_end=1264
+  _globals['_METRICINFO']._serialized_start=1267
+  _globals['_METRICINFO']._serialized_end=1407
 # @@protoc_insertion_point(module_scope)

@@ -121,7 +121,7 @@ class MethodSupport(_message.Message):
     def __init__(self, name: _Optional[str] = ..., family: _Optional[_Union[MethodFamily, str]] = ..., supported: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("name", "version", "available_versions", "state", "reason", "inputs", "outputs", "layout", "preprocessing", "labels", "output_kind", "methods", "providers", "num_classes", "max_batch_size")
+    __slots__ = ("name", "version", "available_versions", "state", "reason", "inputs", "outputs", "layout", "preprocessing", "labels", "output_kind", "methods", "providers", "num_classes", "max_batch_size", "heads")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class ModelMetadata(_message.Message):
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     available_versions: _containers.RepeatedScalarFieldContainer[str]
@@ -152,7 +153,8 @@ class ModelMetadata(_message.Message):
     providers: _containers.RepeatedScalarFieldContainer[str]
     num_classes: int
     max_batch_size: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layout: _Optional[_Union[Layout, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[_Union[OutputKind, str]] = ..., methods: _Optional[_Iterable[_Union[MethodSupport, _Mapping]]] = ..., providers: _Optional[_Iterable[str]] = ..., num_classes: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    heads: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., layout: _Optional[_Union[Layout, str]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[_Union[OutputKind, str]] = ..., methods: _Optional[_Iterable[_Union[MethodSupport, _Mapping]]] = ..., providers: _Optional[_Iterable[str]] = ..., num_classes: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., heads: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ParameterSpec(_message.Message):
     __slots__ = ("name", "type", "default_value", "description")

@@ -56,6 +56,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", default="", metavar="V", help="model version (default: the latest ready one)")
 
 
+def add_output_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--output NAME: the head a multi-head model's request is about."""
+    parser.add_argument(
+        "--output",
+        default="",
+        metavar="NAME",
+        help=f"the output (head) to {verb} on a model with several; `onnxplain metadata` lists them as heads "
+        "(default: the model's default head)",
+    )
+
+
 def connect(args: argparse.Namespace) -> Client:
     return Client(
         args.server,

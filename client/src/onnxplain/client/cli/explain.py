@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxplain.client.cli.arguments import parse_param, parse_target, targets_argument
-from onnxplain.client.cli.common import add_model_options, connect, connection_options
+from onnxplain.client.cli.common import add_model_options, add_output_option, connect, connection_options
 from onnxplain.client.results import Explanation, Progress
 from onnxplain.client.sync import Client
 
@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--method", required=True, metavar="M", help="attribution method (`onnxplain methods`)")
+    add_output_option(parser, "explain")
     parser.add_argument(
         "--target",
         dest="targets",
@@ -113,6 +114,7 @@ def _explain(client: Client, image: str, segments: np.ndarray | None, args: argp
         "method": args.method,
         "target": targets_argument(args.targets),
         "version": args.version,
+        "output": args.output,
         "attribution_shape": args.attribution_shape,
         "score_space": args.score_space,
         "overlay": args.overlay,

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from onnxplain.client.cli.common import add_model_options, connect, connection_options, format_table
+from onnxplain.client.cli.common import add_model_options, add_output_option, connect, connection_options, format_table
 from onnxplain.client.results import Prediction
 
 
@@ -20,6 +20,7 @@ def register(subparsers: Any) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per image (default: 5)")
+    add_output_option(parser, "score")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, WebP)")
     parser.set_defaults(handler=run)
@@ -27,7 +28,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        predictions = client.predict(args.model, list(args.images), version=args.version, top_k=args.top_k)
+        predictions = client.predict(
+            args.model, list(args.images), version=args.version, top_k=args.top_k, output=args.output
+        )
     if args.json:
         print(
             json.dumps(

@@ -111,6 +111,7 @@ def predict_query(request: pb.PredictRequest) -> schema.PredictQuery:
         version=request.model_version,
         images=image_inputs(request.images),
         top_k=request.top_k,
+        output=request.output,
     )
 
 
@@ -126,6 +127,7 @@ def explain_query(request: pb.ExplainRequest) -> schema.ExplainQuery:
         score_space="probability" if request.score_space == pb.SCORE_SPACE_PROBABILITY else "raw",
         render=render_query(request.render) if request.render.overlay_png else None,
         original_maps=request.original_maps,
+        output=request.output,
     )
 
 
@@ -369,6 +371,7 @@ def model_metadata(description: ModelDescription) -> model_pb.ModelMetadata:
     signature = model.signature
     metadata.inputs.extend(_tensor_info(spec) for spec in signature.inputs)
     metadata.outputs.extend(_tensor_info(spec) for spec in signature.outputs)
+    metadata.heads.extend(signature.heads)
     metadata.layout = _LAYOUTS[signature.layout]
     metadata.labels.extend(model.labels)
     metadata.output_kind = _OUTPUT_KINDS[model.output_kind]

@@ -1,5 +1,5 @@
-"""Backward sessions of a served model: the forward graph plus VJP nodes, built once per (rule set, layer, score
-space, image size) through the derived-graph cache, and run on images with one seed row per image.
+"""Backward sessions of a served model: the forward graph plus VJP nodes, built once per (output, rule set, layer,
+score space, image size) through the derived-graph cache, and run on images with one seed row per image.
 
 A seed row is a weight vector over the classes, so a row can ask for one class (one-hot), a combination, or nothing
 (zeros, when only the scores are wanted); many rows run in one ONNX Runtime run. A row can also ask for a class by
@@ -159,7 +159,8 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
             add_ranked_seed(built, model.num_classes)
         return built.model
 
-    key = ("backward", spec, tuple(sample_shape))
+    # The head a request explains (repository/model.py LoadedModel.head) picks the graph's target.
+    key = ("backward", model.signature.output.name, spec, tuple(sample_shape))
     session = model.derived_session(key, build)
     noted = session.metadata.get(_FEATURE_MAP_KEY)
     feature_map = None

@@ -40,7 +40,8 @@ def explain(
     progress: Callable[[ExplainProgress], None] | None = None,
 ) -> ExplainResult:
     started = time.perf_counter()
-    model = registry.get(query.model, query.version)
+    # The head first: the method's support, the targets and the scores are all the head's.
+    model = registry.get(query.model, query.version).head(query.output)
     method, params = resolve_method(query.method, query.parameters, model)
     if query.render is not None:
         render = query.render

@@ -19,7 +19,7 @@ DEFAULT_TOP_K = 5
 def predict(registry: ModelRegistry, query: PredictQuery, limits: Limits, token: CancelToken) -> PredictResult:
     if query.top_k < 0:
         raise InvalidInput(f"top_k must not be negative, got {query.top_k}")
-    model = registry.get(query.model, query.version)
+    model = registry.get(query.model, query.version).head(query.output)
     prepared = prepare_images(model, query.images, limits)
     scores = score_images(model, [image.tensor for image in prepared], token)
     top_k = query.top_k or DEFAULT_TOP_K

@@ -47,6 +47,8 @@ class PredictQuery:
     version: str
     images: list[ImageInput]
     top_k: int = 5
+    # The output (head) to score; "" is the model's default.
+    output: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class ExplainQuery:
     render: RenderQuery | None = None
     # Also give each map over the whole original image (encoded images).
     original_maps: bool = False
+    # The output (head) to explain; "" is the model's default.
+    output: str = ""
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,29 @@ class ModelSignature:
         dims = self.output.shape
         return next((axis for axis in range(1, len(dims)) if dims[axis] != 1), 1)
 
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The outputs a request can explain: the default first, then every other whose graph shape is float
+        (batch, classes). An output whose shape only a run would tell is left out (a request may still name it)."""
+        others = (o.name for o in self.outputs if o.name != self.output.name and o.shape and not _head_problem(o))
+        return (self.output.name, *others)
+
+    def head_output(self, name: str) -> TensorSpec:
+        """Output `name`, to be explained as a head. SignatureError names the outputs for an unknown name, and says
+        why an output is not float (batch, classes) scores; an output whose shape is unknown passes until
+        with_output_shape completes it."""
+        output = next((spec for spec in self.outputs if spec.name == name), None)
+        if output is None:
+            raise SignatureError(f"the model has no output {name!r}; its outputs are {_listed(self.outputs)}")
+        problem = _head_problem(output)
+        if problem is not None:
+            raise SignatureError(f"{problem}; the outputs that hold class scores are {list(self.heads)}")
+        return output
+
+    def with_head(self, graph: onnx.GraphProto, output: TensorSpec) -> ModelSignature:
+        """The signature explaining `output` (from head_output) of `graph` instead of the default output."""
+        return replace(self, output=output, final_activation=_final_activation(graph, output.name))
+
     def with_output_shape(self, probed: tuple[int, ...]) -> ModelSignature:
         """The signature with the output shaped as `probed`, the output of one run, but with the input's batch
         dimension: completes an output the graph and shape inference left unknown or dynamic."""
@@ -182,7 +205,7 @@ def _class_output(graph: onnx.GraphProto, outputs: tuple[TensorSpec, ...]) -> Te
     candidates = [o for o in outputs if o.holds_class_scores and output_activation(graph, o.name) is not None]
     if len(candidates) == 1:
         return candidates[0]
-    listed = ", ".join(f"{o.name!r} {_show(o.shape)}" for o in outputs)
+    listed = _listed(outputs)
     evidence = (
         f"{len(candidates)} of them ({', '.join(repr(o.name) for o in candidates)}) look like"
         if candidates
@@ -195,10 +218,28 @@ def _class_output(graph: onnx.GraphProto, outputs: tuple[TensorSpec, ...]) -> Te
 
 
 def _check_class_scores(output: TensorSpec) -> None:
-    if not output.holds_class_scores:
-        raise SignatureError(
-            f"output {output.name!r} has shape {_show(output.shape)}; a classifier outputs (batch, classes)"
-        )
+    problem = _shape_problem(output)
+    if problem is not None:
+        raise SignatureError(problem)
+
+
+def _shape_problem(output: TensorSpec) -> str | None:
+    if output.holds_class_scores:
+        return None
+    return f"output {output.name!r} has shape {_show(output.shape)}; a classifier outputs (batch, classes)"
+
+
+def _head_problem(output: TensorSpec) -> str | None:
+    """Why an output cannot be explained as class scores, or None: its scores must be floats and its shape
+    (batch, classes), as far as the graph tells."""
+    dtype = onnx.TensorProto.DataType.Value(output.dtype.upper())
+    if dtype != onnx.TensorProto.UNDEFINED and dtype not in _FLOAT_TYPES:
+        return f"output {output.name!r} is {output.dtype}; class scores are floating point"
+    return _shape_problem(output)
+
+
+def _listed(outputs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{o.name!r} {_show(o.shape)}" for o in outputs)
 
 
 def _pick(specs: tuple[TensorSpec, ...], name: str | None, kind: str) -> TensorSpec:

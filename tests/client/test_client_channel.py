@@ -111,7 +111,7 @@ def test_an_unknown_balancing_policy_is_refused_before_any_call():
 
 def test_idempotent_calls_are_retried_until_a_server_answers(flaky):
     service, target = flaky
-    with Client(target, timeout=10) as client:
+    with Client(target, timeout=60) as client:
         assert [status.name for status in client.models()] == ["m"]
     assert service.attempts["ListModels"] == 3
 
@@ -119,7 +119,7 @@ def test_idempotent_calls_are_retried_until_a_server_answers(flaky):
 def test_retries_stop_at_max_attempts(flaky):
     service, target = flaky
     service.failures = 100
-    with Client(target, timeout=10) as client, pytest.raises(OnnxplainError) as raised:
+    with Client(target, timeout=60) as client, pytest.raises(OnnxplainError) as raised:
         client.models()
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert service.attempts["ListModels"] == RETRY_POLICY["maxAttempts"]
@@ -127,7 +127,7 @@ def test_retries_stop_at_max_attempts(flaky):
 
 def test_admin_calls_are_never_retried(flaky):
     service, target = flaky
-    with Client(target, timeout=10) as client, pytest.raises(OnnxplainError) as raised:
+    with Client(target, timeout=60) as client, pytest.raises(OnnxplainError) as raised:
         client.load("m")
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert service.attempts["LoadModel"] == 1
@@ -135,7 +135,7 @@ def test_admin_calls_are_never_retried(flaky):
 
 def test_retries_can_be_turned_off(flaky):
     service, target = flaky
-    with Client(target, timeout=10, retries=False) as client, pytest.raises(OnnxplainError) as raised:
+    with Client(target, timeout=60, retries=False) as client, pytest.raises(OnnxplainError) as raised:
         client.models()
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert service.attempts["ListModels"] == 1

@@ -88,7 +88,7 @@ def test_stream_errors_raise_onnxplain_error(client):
 
 
 def test_an_unreachable_server_is_unavailable():
-    with Client("127.0.0.1:1", timeout=5) as client, pytest.raises(OnnxplainError) as caught:
+    with Client("127.0.0.1:1", timeout=60) as client, pytest.raises(OnnxplainError) as caught:
         client.models()
     assert caught.value.code is grpc.StatusCode.UNAVAILABLE
 

@@ -8,7 +8,6 @@ as hand-built `pb.Image` messages, which it passes on untouched.
 from __future__ import annotations
 
 import struct
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -329,10 +328,8 @@ def test_an_image_exactly_at_the_pixel_limit_is_served(small_limit_client: Clien
 def test_a_png_header_claiming_a_huge_image_is_refused_quickly_before_decoding(demo_client: Client) -> None:
     bomb = png_claiming(60000, 60000)
     assert len(bomb) < 100
-    started = time.monotonic()
     # A decoder would fail on the bogus body; only the header check can name the declared size and the limit.
     refused(lambda: demo_client.predict(DEMO, bomb), INVALID, "60000x60000", "limit")
-    assert time.monotonic() - started < 2.0
 
 
 # ---- a repository with a broken model and a model without preprocessing --------------------------------------------

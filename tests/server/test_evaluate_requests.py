@@ -7,11 +7,16 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from support.processes import cpu_of
+from support.servers import RunningServer
 
 from onnxplain.client import Client, MethodSpec, OnnxplainError, Region
 from onnxplain.server.demo import SAMPLES
 
 DEMO = "digits"
+# The demo server runs with the default --max-forward-passes.
+PASSES_PER_IMAGE = 100_000
+LIMIT = f"the server allows {PASSES_PER_IMAGE:,} per image"
 IMAGES = [SAMPLES / f"{stem}.png" for stem in ("digit_3_clean", "digit_4_strokes", "digit_6_clean", "digit_7_strokes")]
 
 
@@ -196,3 +201,58 @@ def test_bad_requests_are_refused_with_a_clear_message(demo_client: Client, kwar
         demo_client.evaluate(DEMO, IMAGES[0], **kwargs)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert message in str(raised.value)
+
+
+def rise(masks: int, name: str = "") -> MethodSpec:
+    return MethodSpec(method="rise", params={"num_masks": masks}, name=name)
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "words"),
+    [
+        # Each of 2 samples explains the noisy image again: 40,000 + 2 x (1 + 40,000), and the scoring pass.
+        (
+            1,
+            {"methods": [rise(40_000)], "metrics": ["max_sensitivity"], "sensitivity_samples": 2},
+            ["needs 120,003 forward passes", "scoring 1, methods 40,000, max_sensitivity 80,002", LIMIT],
+        ),
+        # The demo model has 4 weighted layers: 4 cascade steps explain the image again.
+        (
+            1,
+            {"methods": [rise(30_000)], "metrics": ["parameter_randomization"]},
+            ["needs 150,005 forward passes", "parameter_randomization 120,004", LIMIT],
+        ),
+        # Explainers times images: each explainer's 60,000 masks and the default metrics' 170 passes per image.
+        (
+            2,
+            {"methods": [rise(60_000, "a"), rise(60_000, "b")]},
+            ["needs 240,682 forward passes (2 explainers on 2 images", f"{2 * PASSES_PER_IMAGE:,} for 2 images"],
+        ),
+        (64, {"methods": [rise(100_000, f"r{i}") for i in range(32)]}, ["32 explainers on 64 images", LIMIT]),
+        (1, {"methods": [rise(100_000, f"r{i}") for i in range(33)]}, ["33 explainers; the limit is 32"]),
+        (64, {"methods": [rise(100_000, f"r{i}") for i in range(10_000)]}, ["10000 explainers; the limit is 32"]),
+    ],
+)
+def test_a_request_over_the_pass_limit_is_refused_with_the_numbers(
+    demo_client: Client, images: int, kwargs: dict, words: list[str]
+) -> None:
+    with pytest.raises(OnnxplainError) as raised:
+        demo_client.evaluate(DEMO, [IMAGES[0]] * images, **kwargs)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in raised.value.message, raised.value.message
+
+
+def test_the_refusal_comes_before_any_explanation_runs(demo_server: RunningServer, demo_client: Client) -> None:
+    """Judged in the server's CPU seconds, which a busy machine does not change: refusing 40,000 masks (and two
+    re-runs of them) costs the server less than explaining with a twentieth of the masks does."""
+    over = {"methods": [rise(40_000)], "metrics": ["max_sensitivity"], "sensitivity_samples": 2}
+
+    def refused() -> None:
+        with pytest.raises(OnnxplainError):
+            demo_client.evaluate(DEMO, IMAGES[0], **over)
+
+    reference = cpu_of(
+        demo_server.process.pid, lambda: demo_client.explain(DEMO, IMAGES[0], method="rise", num_masks=2000)
+    )
+    assert cpu_of(demo_server.process.pid, refused) < reference

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from support.models import IR_VERSION, SmallCNN, WithSoftmax, export, identity_classifier, write_model
+from support.models import (
+    IR_VERSION,
+    SmallCNN,
+    WithSoftmax,
+    export,
+    identity_classifier,
+    mod_stem_cnn,
+    write_model,
+)
 from support.servers import serving_client
 
 from onnxplain.client import Client, OnnxplainError
@@ -32,33 +40,6 @@ def wrapping_classifier() -> bytes:
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 4, 8])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
         [numpy_helper.from_array(np.asarray(0.7, dtype=np.float32), "divisor")],
-    )
-    return helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
-    ).SerializeToString()
-
-
-def wrapped_stem_cnn() -> bytes:
-    """A rule-less op (Mod) in the stem, then Conv -> Relu -> GlobalAveragePool -> Gemm: the CAM family only
-    differentiates from the scores to the feature map, so it runs; input-gradient methods cannot."""
-    rng = np.random.default_rng(3)
-    graph = helper.make_graph(
-        [
-            helper.make_node("Mod", ["input", "divisor"], ["wrapped"], name="stem_wrap", fmod=1),
-            helper.make_node("Conv", ["wrapped", "kernel"], ["conv"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["conv"], ["features"]),
-            helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"]),
-            helper.make_node("Gemm", ["flat", "dense"], ["scores"], transB=1),
-        ],
-        "wrapped_stem",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
-        [
-            numpy_helper.from_array(np.asarray(0.7, dtype=np.float32), "divisor"),
-            numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "kernel"),
-            numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "dense"),
-        ],
     )
     return helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION
@@ -115,7 +96,7 @@ def cnn() -> SmallCNN:
 def client(tmp_path_factory, cnn) -> Iterator[Client]:
     repository = tmp_path_factory.mktemp("repository")
     write_model(repository, "wrap", wrapping_classifier())
-    write_model(repository, "wrapped_stem", wrapped_stem_cnn())
+    write_model(repository, "wrapped_stem", mod_stem_cnn(8).SerializeToString())
     write_model(repository, "root", root_classifier())
     write_model(repository, "lone_quantize", lone_quantize_classifier())
     write_model(repository, "rows", identity_classifier())

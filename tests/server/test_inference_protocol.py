@@ -203,6 +203,43 @@ def test_wrong_input_or_output_names_are_invalid_argument(client: triton.Inferen
         assert status_of(error.value) == grpc.StatusCode.INVALID_ARGUMENT, error.value.message()
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_invalid_argument(client: triton.InferenceServerClient, value: float) -> None:
+    """As ExplainService refuses them in raw tensors: the model would answer NaN scores with status OK."""
+    batch = np.zeros((2, 1, 28, 28), np.float32)
+    batch[1, 0, 14, 14] = value
+    with pytest.raises(InferenceServerException) as error:
+        client.infer(MODEL, [infer_input("image", batch)])
+    assert status_of(error.value) == grpc.StatusCode.INVALID_ARGUMENT, error.value.message()
+    assert "NaN or infinite" in error.value.message()
+
+
+def test_requested_outputs_are_bounded_and_names_echoed_short(
+    client: triton.InferenceServerClient, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    output = client.get_model_metadata(MODEL).outputs[0].name
+    long_name = "x" * 2**20
+
+    def request(input_name: str, outputs: list[str]) -> service_pb2.ModelInferRequest:
+        request = service_pb2.ModelInferRequest(model_name=MODEL, raw_input_contents=[bytes(4 * 784)])
+        request.inputs.add(name=input_name, datatype="FP32", shape=[1, 1, 28, 28])
+        for name in outputs:
+            request.outputs.add(name=name)
+        return request
+
+    assert stub.ModelInfer(request("image", [output]), timeout=30).outputs[0].name == output
+    for bad, fragment in [
+        (request("image", [output] * 10_000), "asks for 10000 outputs"),
+        (request("image", [long_name]), "has no output 'xxx"),
+        (request(long_name, []), "takes one input named 'image', got 1: 'xxx"),
+    ]:
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ModelInfer(bad, timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()[:1000]
+        assert fragment in error.value.details()
+        assert len(error.value.details().encode()) < 1024
+
+
 def test_unknown_model_is_not_found(client: triton.InferenceServerClient) -> None:
     image = np.zeros((1, 1, 28, 28), np.float32)
     for call in (

@@ -17,15 +17,15 @@ import json
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.scrape import in_flight
 from support.servers import RunningServer, free_port, start_server
+from support.waiting import wait_until
 
 from onnxplain.client import Client, OnnxplainError
 from onnxplain.server.demo import REPOSITORY, SAMPLES
@@ -34,6 +34,9 @@ PNG = (SAMPLES / "digit_3_clean.png").read_bytes()
 DIGIT = 3
 # RISE with this many masks takes a few hundred milliseconds here: long enough to be caught in flight.
 SLOW_EXPLANATION = {"method": "rise", "num_masks": 4000, "seed": 1}
+# Without a connection age, this many calls all stay on one replica.
+UNBALANCED_CALLS = 60
+CALLS_CEILING_S = 120
 
 
 @contextmanager
@@ -72,26 +75,14 @@ def served(server: RunningServer, rpc: str) -> int:
     return sum(record.get("rpc") == rpc and record.get("code") == "OK" for record in records)
 
 
-def served_once_logged(servers: list[RunningServer], rpc: str, total: int, timeout: float = 10.0) -> list[int]:
-    """Per-server counts, once the log lines (read by background threads) add up to `total` or time runs out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = [served(server, rpc) for server in servers]
-        if sum(counts) >= total or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.05)
+def served_once_logged(servers: list[RunningServer], rpc: str, total: int) -> list[int]:
+    """Per-server counts, once the log lines (read by background threads) add up to `total`."""
 
+    def counts() -> list[int] | None:
+        found = [served(server, rpc) for server in servers]
+        return found if sum(found) >= total else None
 
-def in_flight(server: RunningServer) -> float:
-    """onnxplain_requests_in_flight summed over models: calls the server is serving right now."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "onnxplain_requests_in_flight"
-    )
+    return wait_until(counts, what=f"{total} {rpc} calls logged")
 
 
 def kill_while_busy(victim: RunningServer, client: Client, calls: int, workers: int) -> list[BaseException | None]:
@@ -108,10 +99,10 @@ def kill_while_busy(victim: RunningServer, client: Client, calls: int, workers: 
     killed = threading.Event()
 
     def kill_when_busy() -> None:
-        deadline = time.monotonic() + 30
-        while in_flight(victim) < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        victim.process.kill()
+        try:
+            wait_until(lambda: in_flight(victim.metrics_port) >= 1, what="a call in flight on the victim")
+        finally:
+            victim.process.kill()
         victim.process.wait()
         killed.set()
 
@@ -204,14 +195,23 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 @pytest.mark.parametrize("max_connection_age_ms", [0, 200])
 def test_max_connection_age_rebalances_pick_first_clients_behind_an_l4_balancer(max_connection_age_ms):
+    """Calls go on until every replica has served one (with an age) or for a fixed count (without one): a number of
+    calls, not a span of time, which a busy machine would fill with fewer of them."""
     extra = ("--max-connection-age-ms", str(max_connection_age_ms))
     calls = 0
     with running_replicas(extra, extra, extra) as servers:
         balancer = ConnectionBalancer(servers)
+
+        def done() -> bool:
+            if max_connection_age_ms:
+                return all(served(server, "Predict") for server in servers)
+            return calls >= UNBALANCED_CALLS
+
         try:
             with Client(balancer.target, timeout=30, load_balancing="pick_first") as client:
-                deadline = time.monotonic() + 1.5
-                while time.monotonic() < deadline:
+                deadline = time.monotonic() + CALLS_CEILING_S
+                while not done():
+                    assert time.monotonic() < deadline, f"after {calls} calls, not every replica has served one"
                     assert client.predict("digits", PNG).class_index == DIGIT
                     calls += 1
                     time.sleep(0.01)

@@ -7,10 +7,11 @@ import io
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import yaml
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxplain.server.repository.signature import infer_layout
 
@@ -113,6 +114,31 @@ def identity_classifier(classes: int = 4, size: int = 8) -> bytes:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
     return model.SerializeToString()
+
+
+def mod_stem_cnn(size: int) -> onnx.ModelProto:
+    """A rule-less op (float Mod) in the stem, then Conv -> Relu -> GlobalAveragePool -> Gemm: the CAM family only
+    differentiates from the scores to the feature map, so it runs; input-gradient methods cannot."""
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mod", ["input", "divisor"], ["wrapped"], name="stem_wrap", fmod=1),
+            helper.make_node("Conv", ["wrapped", "kernel"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["features"]),
+            helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "dense"], ["scores"], transB=1),
+        ],
+        "wrapped_stem",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(np.asarray(0.7, dtype=np.float32), "divisor"),
+            numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "kernel"),
+            numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "dense"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
 
 
 def write_model(repository: Path, name: str, model: bytes, config: dict | None = None, version: str = "1") -> Path:

@@ -28,7 +28,7 @@ class RunningServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 60.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -46,7 +46,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(repository: Path, *extra: str, timeout: float = 60.0) -> RunningServer:
+def start_server(repository: Path, *extra: str, timeout: float = 120.0) -> RunningServer:
     """Run `onnxplain serve --port 0` and wait until it reports ready."""
     command = [sys.executable, "-m", "onnxplain.client.cli.main", "serve", "--model-repository", str(repository)]
     command += ["--port", "0", "--threads", "1", *extra]
@@ -74,9 +74,9 @@ def start_server(repository: Path, *extra: str, timeout: float = 60.0) -> Runnin
 
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess:
-    """The `onnxplain` command, as a user runs it."""
+    """The `onnxplain` command, as a user runs it (the timeout is a ceiling for a whole audit on a busy machine)."""
     command = [sys.executable, "-m", "onnxplain.client.cli.main", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, timeout=240)
 
 
 @contextmanager

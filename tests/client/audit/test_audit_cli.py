@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import cv2
@@ -23,11 +23,14 @@ import onnxruntime
 import pytest
 import torch
 from support.servers import free_port, run_cli, start_server
+from support.waiting import wait_until
 
 from onnxplain.client import Client, MethodSpec, Region
 from onnxplain.server.demo import REPOSITORY
 
 METHODS = ("grad_cam", "occlusion")
+# The longest an audit of the test images, or one of its waits, may take on a busy machine: a ceiling, not a measure.
+AUDIT_CEILING = 240.0
 METHOD_PARAMS = {"occlusion": {"window": [7, 7], "stride": [7, 7]}}
 
 
@@ -165,8 +168,7 @@ def test_a_killed_audit_resumes_without_redoing_or_losing_work(dataset, audit_se
     command[command.index("--concurrency") + 1] = "2"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while len(journal_lines(out)) < 60 and process.poll() is None:
-            time.sleep(0.01)
+        wait_until(lambda: len(journal_lines(out)) >= 60 or process.poll() is not None, AUDIT_CEILING, "60 lines")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -202,67 +204,105 @@ def test_a_killed_audit_resumes_without_redoing_or_losing_work(dataset, audit_se
     assert f"{total - len(dataset.broken)} images audited, {len(dataset.broken)} skipped" in result.stdout
 
 
-def settled_line_count(out: Path, quiet: float = 0.5) -> int:
-    """The journal's line count once it has not grown for `quiet` seconds."""
-    count, since = len(journal_lines(out)), time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.05)
-        if len(journal_lines(out)) != count:
-            count, since = len(journal_lines(out)), time.monotonic()
-    return count
+class AuditRun:
+    """`onnxplain audit` in a child process, its output read as it comes: a pipe nobody reads fills up and stalls
+    the audit, and the retry messages on stderr tell when the audit is waiting for the server."""
+
+    def __init__(self, server: str, dataset, out: Path) -> None:
+        command = [sys.executable, "-m", "onnxplain.client.cli.main", *dataset.audit_command(server, out)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.process.stdout, self._stdout), (self.process.stderr, self._stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._stdout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for_lines(self, out: Path, count: int) -> None:
+        wait_until(lambda: len(journal_lines(out)) >= count or not self.running(), AUDIT_CEILING, f"{count} lines")
+        assert self.running(), f"the audit ended before {count} images were done:\n{self.stderr}"
+
+    def wait_until_retrying(self) -> None:
+        """Until a call has failed with UNAVAILABLE and the audit said it waits to retry it."""
+        wait_until(lambda: "retrying in" in self.stderr or not self.running(), AUDIT_CEILING, "a retry")
+        assert self.running(), f"the audit did not wait for the server:\n{self.stderr}"
+
+    def finish(self) -> int:
+        """The exit status; the audit's own work and waits are bounded by AUDIT_CEILING, so reaching it is a hang."""
+        returncode = self.process.wait(AUDIT_CEILING)
+        for reader in self._readers:
+            reader.join(AUDIT_CEILING)
+        return returncode
+
+    def kill(self) -> None:
+        if self.running():
+            self.process.kill()
+            self.process.wait()
 
 
 def test_a_server_that_goes_away_mid_audit_is_waited_for_and_the_audit_completes(dataset, tmp_path):
     port = free_port()
     out = tmp_path / "audit"
     first = start_server(REPOSITORY, "--port", str(port))
-    command = [sys.executable, "-m", "onnxplain.client.cli.main", *dataset.audit_command(first.target, out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    audit = AuditRun(first.target, dataset, out)
     second = None
     try:
-        while len(journal_lines(out)) < 40 and process.poll() is None:
-            time.sleep(0.01)
+        audit.wait_for_lines(out, 40)
         first.process.kill()  # a crash, not a graceful stop
         first.process.wait()
-        lines_while_down = settled_line_count(out)  # images whose answers had all arrived may still be written
-        time.sleep(1.5)
-        assert process.poll() is None, "the audit did not wait for the server"
-        assert len(journal_lines(out)) == lines_while_down
+        audit.wait_until_retrying()
+        lines_while_down = len(journal_lines(out))
         second = start_server(REPOSITORY, "--port", str(port))
-        stdout, stderr = process.communicate(timeout=120)
+        returncode = audit.finish()
     finally:
-        if process.poll() is None:
-            process.kill()
+        audit.kill()
         if second is not None:
             second.stop()
-    assert process.returncode == 0, stderr
+    assert returncode == 0, audit.stderr
     assert lines_while_down < len(expected_keys(dataset))
-    assert "UNAVAILABLE" in stderr and "retrying in" in stderr
+    assert "UNAVAILABLE" in audit.stderr and "retrying in" in audit.stderr
     lines = journal_lines(out)
     keys = [line["image"] for line in lines]
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(dataset)
+    # No image was given up on while the server was away: only the files that are not images were skipped.
     assert {line["image"] for line in lines if line["status"] == "skipped"} == dataset.broken
-    assert "images audited" in stdout
+    assert "images audited" in audit.stdout
 
 
 def test_ctrl_c_while_the_server_is_away_stops_at_once_and_keeps_every_finished_image(dataset, tmp_path):
+    """Ctrl-C while the calls wait to be retried ends the audit with status 130. Without the stop, the retries would
+    go on for --give-up-after (600 s by default), far past the ceiling the test waits for the exit."""
     server = start_server(REPOSITORY, "--port", str(free_port()))
     out = tmp_path / "audit"
-    command = [sys.executable, "-m", "onnxplain.client.cli.main", *dataset.audit_command(server.target, out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    audit = AuditRun(server.target, dataset, out)
     try:
-        while len(journal_lines(out)) < 30 and process.poll() is None:
-            time.sleep(0.01)
+        audit.wait_for_lines(out, 30)
         server.process.kill()
-        time.sleep(1.0)  # the audit is now waiting to retry
-        process.send_signal(signal.SIGINT)
-        started = time.monotonic()
-        _, stderr = process.communicate(timeout=30)
+        server.process.wait()
+        audit.wait_until_retrying()
+        audit.process.send_signal(signal.SIGINT)
+        returncode = audit.finish()
     finally:
-        if process.poll() is None:
-            process.kill()
-    assert time.monotonic() - started < 10, "Ctrl-C waited for the retries"
-    assert process.returncode == 130, stderr
+        audit.kill()
+    assert returncode == 130, audit.stderr
     text = (out / "results.jsonl").read_text()
     assert text.endswith("\n")
     for line in journal_lines(out):

@@ -1,7 +1,6 @@
 """Backoff: transient failures are retried after growing waits, up to a budget; other failures are not retried."""
 
 import threading
-import time
 
 import grpc
 import pytest
@@ -64,9 +63,27 @@ def test_other_failures_are_raised_at_once(code):
 
 
 def test_a_stopping_audit_ends_the_wait_at_once():
-    stop = threading.Event()
-    threading.Timer(0.1, stop.set).start()
-    started = time.monotonic()
-    with pytest.raises(Stopped):
-        with_retries(Flaky(100), Backoff(first_delay=30.0), wait=stop.wait)
-    assert time.monotonic() - started < 5
+    """The stop comes while the call waits out an hour's delay: the wait ends then, not after the hour (the join's
+    ceiling is far below it, and only a wait that ignored the stop reaches it)."""
+    stop, waiting = threading.Event(), threading.Event()
+    call = Flaky(100)
+    outcome: list[BaseException] = []
+
+    def wait(delay: float) -> bool:
+        waiting.set()
+        return stop.wait(delay)
+
+    def retry() -> None:
+        try:
+            with_retries(call, Backoff(first_delay=3600.0, give_up_after=7200.0), wait=wait)
+        except BaseException as error:
+            outcome.append(error)
+
+    retrying = threading.Thread(target=retry, daemon=True)
+    retrying.start()
+    assert waiting.wait(60)
+    stop.set()
+    retrying.join(60)
+    assert not retrying.is_alive(), "the wait went on after the stop"
+    assert len(outcome) == 1 and isinstance(outcome[0], Stopped)
+    assert call.calls == 1

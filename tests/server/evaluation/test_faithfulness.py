@@ -56,7 +56,9 @@ def test_equals_the_definition_on_a_cnn(cnn, torch_scores, layout, baseline) -> 
         batch_size=7,
     )
     expected = reference(model_input, maps, layout, score, 20, 12, fill, seed=5)
-    np.testing.assert_allclose(ours, expected, atol=1e-6)
+    # The scores are float32 and torch sums them in an order its thread count decides; a correlation of score drops
+    # amplifies that rounding (7e-6 relative seen), far below any difference in the definition.
+    np.testing.assert_allclose(ours, expected, atol=2e-5)
 
 
 def test_the_exact_attribution_of_a_linear_model_correlates_perfectly() -> None:

@@ -24,6 +24,7 @@ from onnxplain.server.evaluation.randomization import (
     average_ranks,
     cascade_groups,
     parameter_randomization,
+    plan_cascade,
     rank_correlation,
 )
 from onnxplain.server.methods.base import ExplainJob, Scorer
@@ -106,7 +107,12 @@ def reference_cascade(model_file: Path, image: np.ndarray, groups: list[list[lis
 def test_cascade_matches_an_independent_rebuild(small_cnn, image, tmp_path) -> None:
     maps = occlusion_of(small_cnn, image)
     result = parameter_randomization(
-        small_cnn, maps, lambda model: occlusion_of(model, image), steps=None, seed=42, workdir=tmp_path
+        small_cnn,
+        plan_cascade(small_cnn, None),
+        maps,
+        lambda model: occlusion_of(model, image),
+        seed=42,
+        workdir=tmp_path,
     )
     assert result.layers == LAYER_NAMES
     expected = reference_cascade(small_cnn.source.path, image, [[layer] for layer in LAYER_TENSORS], seed=42)
@@ -121,12 +127,12 @@ def test_fewer_steps_group_neighbouring_layers(small_cnn, image, tmp_path) -> No
     def explain(model: LoadedModel) -> np.ndarray:
         return occlusion_of(model, image)
 
-    grouped = parameter_randomization(small_cnn, maps, explain, steps=2, seed=7, workdir=tmp_path)
+    grouped = parameter_randomization(small_cnn, plan_cascade(small_cnn, 2), maps, explain, seed=7, workdir=tmp_path)
     assert grouped.layers == LAYER_NAMES[1:]
     expected = reference_cascade(small_cnn.source.path, image, [LAYER_TENSORS[:2], LAYER_TENSORS[2:]], seed=7)
     np.testing.assert_allclose(grouped.correlations, expected, atol=1e-3)
     # Every layer drawn once, in the same order: the last step is the same model whatever the grouping.
-    single = parameter_randomization(small_cnn, maps, explain, steps=None, seed=7, workdir=tmp_path)
+    single = parameter_randomization(small_cnn, plan_cascade(small_cnn, None), maps, explain, seed=7, workdir=tmp_path)
     np.testing.assert_array_equal(grouped.correlations[-1], single.correlations[-1])
 
 
@@ -135,7 +141,9 @@ def test_a_method_blind_to_the_model_stays_perfectly_correlated(small_cnn, image
         spatial = np.abs(np.diff(image, axis=2, append=0)).sum(axis=0)
         return np.repeat(spatial[None], len(TARGETS), axis=0)
 
-    result = parameter_randomization(small_cnn, edges(small_cnn), edges, steps=None, seed=42, workdir=tmp_path)
+    result = parameter_randomization(
+        small_cnn, plan_cascade(small_cnn, None), edges(small_cnn), edges, seed=42, workdir=tmp_path
+    )
     np.testing.assert_allclose(result.correlations, np.ones((3, len(TARGETS))), rtol=0, atol=1e-12)
 
 
@@ -145,7 +153,9 @@ def test_maps_of_different_shapes_are_correlated_row_by_row(small_cnn, image, tm
         return [drops[0], drops[1, 2:, 3:], np.abs(image)]  # the last ignores the model
 
     expected = reference_cascade(small_cnn.source.path, image, [[layer] for layer in LAYER_TENSORS], seed=42)
-    result = parameter_randomization(small_cnn, maps(small_cnn), maps, steps=None, seed=42, workdir=tmp_path)
+    result = parameter_randomization(
+        small_cnn, plan_cascade(small_cnn, None), maps(small_cnn), maps, seed=42, workdir=tmp_path
+    )
     assert result.correlations.shape == (3, 3)
     np.testing.assert_allclose(result.correlations[:, 0], expected[:, 0], atol=1e-3)
     np.testing.assert_allclose(result.correlations[:, 2], 1.0, rtol=0, atol=1e-12)
@@ -161,7 +171,9 @@ def test_each_step_serves_its_own_file_and_removes_it(small_cnn, image, tmp_path
         seen.append(onnx.load(str(model.source.path)))
         return occlusion_of(model, image)
 
-    parameter_randomization(small_cnn, occlusion_of(small_cnn, image), explain, steps=None, seed=1, workdir=tmp_path)
+    parameter_randomization(
+        small_cnn, plan_cascade(small_cnn, None), occlusion_of(small_cnn, image), explain, seed=1, workdir=tmp_path
+    )
     assert list(tmp_path.iterdir()) == []
     assert small_cnn.source.path.read_bytes() == original
     weights = [{t.name: numpy_helper.to_array(t) for t in graph.graph.initializer} for graph in seen]
@@ -177,9 +189,7 @@ def test_a_model_without_weights_cannot_be_checked(tmp_path) -> None:
     write_model(tmp_path / "repository", "rows", identity_classifier())
     model = load(tmp_path / "repository", "rows")
     with pytest.raises(FailedPrecondition, match="no layer with learned weights"):
-        parameter_randomization(
-            model, np.zeros((1, 4, 8)), lambda m: np.zeros((1, 4, 8)), steps=None, seed=0, workdir=tmp_path
-        )
+        plan_cascade(model, None)
 
 
 def test_rank_correlation_equals_scipy_with_ties() -> None:
@@ -241,7 +251,9 @@ def test_randomised_gradients_come_from_the_randomised_weights(small_cnn, image,
         checked.append(model.source.path)
         return maps
 
-    parameter_randomization(small_cnn, gradient(small_cnn), explain, steps=None, seed=42, workdir=tmp_path)
+    parameter_randomization(
+        small_cnn, plan_cascade(small_cnn, None), gradient(small_cnn), explain, seed=42, workdir=tmp_path
+    )
     assert len(checked) == 3
 
 
@@ -262,7 +274,9 @@ def digit() -> np.ndarray:
 
 def final_correlation(model: LoadedModel, image: np.ndarray, name: str, workdir: Path) -> float:
     explain = method_maps(name, image)
-    result = parameter_randomization(model, explain(model), explain, steps=None, seed=42, workdir=workdir)
+    result = parameter_randomization(
+        model, plan_cascade(model, None), explain(model), explain, seed=42, workdir=workdir
+    )
     assert result.layers == ["/13/Gemm", "/8/Conv", "/4/Conv", "/0/Conv"]
     return float(result.correlations[-1, 0])
 

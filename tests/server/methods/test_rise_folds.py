@@ -4,6 +4,8 @@ are divided in place of the sums, so partial maps taken while they grow (a strea
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from support.models import SmallCNN, export, write_model
@@ -11,7 +13,7 @@ from support.models import SmallCNN, export, write_model
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.handlers.explain import explain
 from onnxplain.server.handlers.schema import ExplainQuery, ImageInput, TargetQuery
-from onnxplain.server.methods import perturbation, rise
+from onnxplain.server.methods import rise
 from onnxplain.server.repository.loader import load_model
 from onnxplain.server.repository.registry import ModelRegistry
 from onnxplain.server.settings import ServerSettings
@@ -30,8 +32,9 @@ def served(tmp_path_factory) -> tuple[ModelRegistry, ServerSettings]:
     return registry, settings
 
 
-def rise_maps(served, normalization: str, progress=None) -> np.ndarray:
+def rise_maps(served, normalization: str, progress=None, partial_interval_s: float = 0.5) -> np.ndarray:
     registry, settings = served
+    settings = replace(settings, partial_map_interval_s=partial_interval_s)
     image = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)
     params = {"num_masks": 300, "grid_size": 4, "normalization": normalization}
     query = ExplainQuery("cnn", "", [ImageInput(tensor=image)], "rise", params, [TargetQuery(top_k=7)])
@@ -54,9 +57,8 @@ def test_partial_maps_leave_the_final_maps_unchanged(served, normalization, monk
     are those of a call without a stream, and every partial map is normalised by the masks scored so far."""
     plain = rise_maps(served, normalization)
     monkeypatch.setattr(rise, "FOLD_BYTES", 1)
-    monkeypatch.setattr(perturbation, "PARTIAL_INTERVAL", 0.0)
     partials = []
-    streamed = rise_maps(served, normalization, partials.append)
+    streamed = rise_maps(served, normalization, partials.append, partial_interval_s=0.0)
     maps_seen = [event for event in partials if event.partial]
     assert len(maps_seen) > 10
     np.testing.assert_allclose(streamed, plain, rtol=1e-5, atol=1e-6 * np.abs(plain).max())

@@ -12,7 +12,7 @@ import pytest
 from support.models import ChannelsLast, SmallCNN, WithSoftmax, export, write_model
 
 from onnxplain.server.engine.cancel import CancelToken
-from onnxplain.server.errors import Cancelled, FailedPrecondition, Unavailable
+from onnxplain.server.errors import Cancelled, FailedPrecondition
 from onnxplain.server.handlers.explain import explain
 from onnxplain.server.handlers.schema import ExplainProgress, ExplainQuery, ExplainResult, ImageInput, TargetQuery
 from onnxplain.server.methods import rise_graph
@@ -182,13 +182,3 @@ def test_auto_runs_in_the_graph_on_cuda_and_on_the_cpu_as_measured(registry) -> 
     assert not rise_graph.runs_in_graph(job("CUDAExecutionProvider", "float16"), "auto")
     with pytest.raises(FailedPrecondition, match="float16"):
         rise_graph.runs_in_graph(job("CUDAExecutionProvider", "float16"), "graph")
-
-
-def test_a_model_file_replaced_on_disk_is_not_used_for_a_new_graph(tmp_path, monkeypatch) -> None:
-    path = write_model(tmp_path, "cnn", MODELS["cnn"]())
-    settings = ServerSettings(model_repository=tmp_path, device="cpu")
-    registry = ModelRegistry(tmp_path, lambda source: load_model(source, settings))
-    registry.load("cnn")
-    path.write_bytes(MODELS["cnn_opset11"]())
-    with pytest.raises(Unavailable, match="changed on disk"):
-        run_rise(registry, settings, monkeypatch, "graph", "cnn")

@@ -3,7 +3,9 @@ reaches a second one, a model file corrupted on disk and reloaded, queues overfl
 alive, SERVING, answering a normal Predict, and nothing lost: every slot freed, every accepted call answered.
 
 The long work is RISE on the demo model: 100000 masks per image take about ten seconds of one core, long enough
-that "still computing" and "stopped" are told apart by the server's CPU time (/proc/<pid>/stat).
+that "still computing" and "stopped" are told apart by the server's CPU time (/proc/<pid>/stat), measured against a
+complete run of a thirty-second of the masks. Nothing is judged by wall-clock time: on a busy machine every wait is
+longer, CPU seconds are not. What a server is doing right now is read from its /metrics, not assumed after a pause.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,8 +24,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from support.processes import busy_fraction
-from support.servers import RunningServer, start_server
+from support.processes import cpu_of, cpu_until_idle, cpu_until_used
+from support.scrape import in_flight
+from support.servers import RunningServer, free_port, start_server
+from support.waiting import wait_until
 
 from onnxplain.client.channel import channel_options
 from onnxplain.server.demo import REPOSITORY, SAMPLES
@@ -37,9 +40,9 @@ SAMPLE_PNG = (SAMPLES / "digit_3_clean.png").read_bytes()
 SAMPLE_PNGS = [path.read_bytes() for path in sorted(SAMPLES.glob("digit_*.png")) if "mask" not in path.name]
 # The most masks the server's default forward-pass limit allows per image: seconds of work per image.
 LONG_MASKS = 100_000
-# A cancelled call's work stops within a batch; the server's CPU use per wall second afterwards stays below this.
-IDLE_FRACTION = 0.2
-PROMPT_SECONDS = 2.0
+# A cancelled call's work stops within a batch: afterwards the server spends less than this share of one long
+# explanation's CPU time, where a call that went on would spend nearly all of it.
+AFTER_CANCEL_SHARE = 0.5
 Healthy = Callable[[RunningServer], None]
 
 
@@ -56,24 +59,35 @@ def predict_request(image: bytes = SAMPLE_PNG) -> pb.PredictRequest:
     return pb.PredictRequest(model_name=DEMO, images=[pb.Image(encoded=image)])
 
 
-def timed_predict(stub: ExplainServiceStub) -> float:
-    started = time.monotonic()
-    assert stub.Predict(predict_request(), timeout=30).predictions[0].top[0].label == "three"
-    return time.monotonic() - started
+def served_predict(stub: ExplainServiceStub) -> None:
+    assert stub.Predict(predict_request(), timeout=60).predictions[0].top[0].label == "three"
 
 
-def assert_went_idle(server: RunningServer) -> None:
-    time.sleep(0.5)  # the batch running at the cancel finishes
-    fraction = busy_fraction(server.process.pid, 2.0)
-    assert fraction < IDLE_FRACTION, f"the server kept computing ({fraction:.2f} CPU s/s) after its caller went away"
+def long_explanation_cpu(server: RunningServer) -> float:
+    """CPU seconds one long explanation costs this server: 32 times a complete run with a thirty-second of the masks."""
+    request = long_explain()
+    request.parameters["num_masks"].integer = LONG_MASKS // 32
+    with grpc.insecure_channel(server.target) as channel:
+        return 32 * cpu_of(server.process.pid, lambda: ExplainServiceStub(channel).Explain(request, timeout=300))
+
+
+def assert_went_idle(server: RunningServer, long_explanation: float) -> None:
+    """The server goes idle having spent a small share of one long explanation after its callers went away."""
+    after = cpu_until_idle(server.process.pid)
+    assert after < AFTER_CANCEL_SHARE * long_explanation, (
+        f"the server kept computing after its callers went away: {after:.1f} CPU s, one long explanation costs "
+        f"{long_explanation:.1f}"
+    )
 
 
 def wait_logged(server: RunningServer, rpc: str, count: int) -> None:
     """The server logged exactly `count` finished calls of `rpc` (one JSON line each; read on another thread)."""
-    deadline = time.monotonic() + 5
-    while (logged := sum(f'"rpc": "{rpc}"' in line for line in server.output)) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert logged == count, f"{server.target} logged {logged} {rpc} calls, expected {count}"
+
+    def logged() -> int:
+        return sum(f'"rpc": "{rpc}"' in line for line in list(server.output))
+
+    wait_until(lambda: logged() >= count, what=f"{count} {rpc} calls logged by {server.target}")
+    assert logged() == count, f"{server.target} logged {logged()} {rpc} calls, expected {count}"
 
 
 class Stream:
@@ -96,22 +110,37 @@ class Stream:
         self.ended.set()
 
 
-def assert_explanation_capacity(stub: ExplainServiceStub, capacity: int) -> None:
-    """Exactly `capacity` long explanations are admitted (computing or waiting for a turn) and one more is refused
-    at once: no slot was lost to an earlier call. The admitted ones are then cancelled."""
+def assert_explanation_capacity(server: RunningServer, stub: ExplainServiceStub, running: int, waiting: int) -> None:
+    """Exactly running + waiting long explanations are admitted (computing or waiting for a turn) and one more is
+    refused: no slot was lost to an earlier call. The server's in-flight gauge tells when all of them have arrived;
+    the refused one is then the only call that ends (the others compute or wait for minutes). The admitted ones are
+    cancelled afterwards."""
+    capacity = running + waiting
     streams = [Stream(stub, long_explain()) for _ in range(capacity)]
     try:
-        time.sleep(1.0)
+        wait_until(
+            lambda: (
+                sum(s.first_event.is_set() for s in streams) == running
+                and in_flight(server.metrics_port, DEMO) == capacity
+            ),
+            what=f"{running} explanations computing and {capacity} in flight",
+        )
         refused = [stream.code for stream in streams if stream.ended.is_set()]
         assert not refused, f"{len(refused)} of {capacity} explanations were not admitted: {refused}"
         streams.append(Stream(stub, long_explain()))
-        assert streams[-1].ended.wait(PROMPT_SECONDS), "an explanation beyond the capacity was not refused at once"
-        assert streams[-1].code is grpc.StatusCode.RESOURCE_EXHAUSTED, streams[-1].code
+
+        def ended_once_settled() -> list[Stream]:
+            if in_flight(server.metrics_port, DEMO) != capacity:
+                return []
+            return [stream for stream in streams if stream.ended.is_set()]
+
+        ended = wait_until(ended_once_settled, what="an explanation beyond the capacity refused")
+        assert [stream.code for stream in ended] == [grpc.StatusCode.RESOURCE_EXHAUSTED]
     finally:
         for stream in streams:
             stream.call.cancel()
         for stream in streams:
-            assert stream.ended.wait(10)
+            assert stream.ended.wait(60)
 
 
 # ---- clients that cancel or vanish -----------------------------------------------------------------------------------
@@ -122,10 +151,17 @@ WAITING = 4
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[RunningServer]:
+    metrics_port = free_port()
     flags = ["--max-concurrent-explanations", str(CONCURRENT), "--max-waiting-explanations", str(WAITING)]
-    running = start_server(REPOSITORY, *flags)
+    running = start_server(REPOSITORY, *flags, "--metrics-port", str(metrics_port))
+    running.metrics_port = metrics_port
     yield running
     assert running.stop() == 0, "".join(running.output[-60:])
+
+
+@pytest.fixture(scope="module")
+def long_explanation(server: RunningServer) -> float:
+    return long_explanation_cpu(server)
 
 
 @pytest.fixture(scope="module")
@@ -134,24 +170,22 @@ def stub(server: RunningServer) -> Iterator[ExplainServiceStub]:
         yield ExplainServiceStub(channel)
 
 
-def test_eight_streams_cancelled_at_once_free_the_server(server, stub, healthy: Healthy) -> None:
+def test_eight_streams_cancelled_at_once_free_the_server(server, stub, long_explanation, healthy: Healthy) -> None:
     """Four streams compute and four wait for a turn; all eight are cancelled together, the running ones after
-    their first progress event. The work stops, every slot is free again, and a Predict is served at once."""
+    their first progress event. The work stops, every slot is free again, and a Predict is served."""
     streams = [Stream(stub, long_explain()) for _ in range(CONCURRENT + WAITING)]
-    deadline = time.monotonic() + 30
-    while sum(stream.first_event.is_set() for stream in streams) < CONCURRENT and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: sum(stream.first_event.is_set() for stream in streams) >= CONCURRENT, what="the running streams")
     assert sum(stream.first_event.is_set() for stream in streams) == CONCURRENT, "the running streams reported"
     for stream in streams:
         stream.call.cancel()
     for stream in streams:
-        assert stream.ended.wait(10)
+        assert stream.ended.wait(60)
         assert stream.code is grpc.StatusCode.CANCELLED, stream.code
 
-    assert timed_predict(stub) < PROMPT_SECONDS
-    assert_went_idle(server)
-    assert_explanation_capacity(stub, CONCURRENT + WAITING)
-    assert_went_idle(server)
+    served_predict(stub)
+    assert_went_idle(server, long_explanation)
+    assert_explanation_capacity(server, stub, CONCURRENT, WAITING)
+    assert_went_idle(server, long_explanation)
     healthy(server)
 
 
@@ -175,9 +209,9 @@ VANISHING_CLIENT = textwrap.dedent(
 )
 
 
-def test_a_client_killed_mid_call_stops_its_work(server, stub, healthy: Healthy) -> None:
+def test_a_client_killed_mid_call_stops_its_work(server, stub, long_explanation, healthy: Healthy) -> None:
     """A client process starts twenty seconds of work without a deadline and is SIGKILLed: its connection drops,
-    the server cancels the call, goes idle and keeps serving promptly."""
+    the server cancels the call, goes idle and keeps serving."""
     image = SAMPLES / "digit_3_clean.png"
     client = subprocess.Popen(
         [sys.executable, "-c", VANISHING_CLIENT, server.target, str(image), str(LONG_MASKS)],
@@ -186,16 +220,15 @@ def test_a_client_killed_mid_call_stops_its_work(server, stub, healthy: Healthy)
     )
     try:
         assert client.stdout.readline().strip() == "calling"
-        deadline = time.monotonic() + 20
-        while busy_fraction(server.process.pid, 0.5) < 0.5:  # the explanation is computing
-            assert time.monotonic() < deadline, "the vanishing client's explanation never started"
+        # The explanation is computing once the idle server has spent a twentieth of one long explanation.
+        cpu_until_used(server.process.pid, long_explanation / 20)
     finally:
         client.send_signal(signal.SIGKILL)
-        client.wait(10)
+        client.wait(60)
 
-    assert timed_predict(stub) < PROMPT_SECONDS
-    assert_went_idle(server)
-    assert_explanation_capacity(stub, CONCURRENT + WAITING)
+    served_predict(stub)
+    assert_went_idle(server, long_explanation)
+    assert_explanation_capacity(server, stub, CONCURRENT, WAITING)
     healthy(server)
 
 
@@ -221,7 +254,8 @@ def test_a_server_killed_mid_request_and_the_retry_policy_reaching_the_second(he
     not yet answered, is sent again by the channel's policy and answered by the second server; the stream had
     already delivered progress, so it cannot be replayed and fails UNAVAILABLE. Later calls all succeed on the
     second server, and the test code never retries."""
-    first, second = start_server(REPOSITORY), start_server(REPOSITORY)
+    metrics_port = free_port()
+    first, second = start_server(REPOSITORY, "--metrics-port", str(metrics_port)), start_server(REPOSITORY)
     try:
         with retrying_channel([first.target, second.target]) as channel:
             stub = ExplainServiceStub(channel)
@@ -229,22 +263,22 @@ def test_a_server_killed_mid_request_and_the_retry_policy_reaching_the_second(he
             wait_logged(first, "Predict", 1)  # pick_first: the first address serves while it lives
 
             streaming = Stream(stub, long_explain(images=2))
-            assert streaming.first_event.wait(30), "the stream started on the first server"
+            assert streaming.first_event.wait(120), "the stream started on the first server"
             unary: dict[str, object] = {}
 
             def explain() -> None:
                 try:
-                    unary["response"] = stub.Explain(RETRIED_EXPLAIN, timeout=60)
+                    unary["response"] = stub.Explain(RETRIED_EXPLAIN, timeout=120)
                 except grpc.RpcError as error:
                     unary["error"] = f"{error.code().name}: {error.details()}"
 
-            in_flight = threading.Thread(target=explain)
-            in_flight.start()
-            time.sleep(0.5)  # the first server computes both
+            unary_call = threading.Thread(target=explain)
+            unary_call.start()
+            wait_until(lambda: in_flight(metrics_port) == 2, what="both calls in flight on the first server")
             first.process.send_signal(signal.SIGKILL)
-            in_flight.join(60)
+            unary_call.join(120)
 
-            assert streaming.ended.wait(10)
+            assert streaming.ended.wait(60)
             assert streaming.code is grpc.StatusCode.UNAVAILABLE, streaming.code
             assert "response" in unary, f"the unary call in flight was not retried: {unary.get('error')}"
             wait_logged(second, "Explain", 1)
@@ -313,8 +347,9 @@ def test_a_model_file_corrupted_on_disk_keeps_the_loaded_session_serving_until_r
         try:
             model_file.write_bytes(CORRUPTIONS[corruption])
             with pytest.raises(grpc.RpcError) as caught:
-                stub.ReloadModel(pb.ReloadModelRequest(model_name=DEMO), timeout=30)
-            time.sleep(0.2)
+                stub.ReloadModel(pb.ReloadModelRequest(model_name=DEMO), timeout=60)
+            served_at_reload = served[0]
+            wait_until(lambda: served[0] > served_at_reload or failures, what="a prediction after the failed reload")
         finally:
             stop.set()
             background.join()
@@ -339,7 +374,6 @@ def test_a_model_file_corrupted_on_disk_keeps_the_loaded_session_serving_until_r
 
 OVERFLOW_EXPLAINS = 32
 OVERFLOW_PREDICTS = 64
-REFUSAL_SECONDS = 1.0
 OVERFLOW_CALLS = [
     *(("explain", "occlusion" if index % 2 else "rise") for index in range(OVERFLOW_EXPLAINS)),
     *(("predict", "") for _ in range(OVERFLOW_PREDICTS)),
@@ -352,21 +386,20 @@ OVERFLOW_PARAMETERS = {
 
 def test_overflowing_queues_refuse_at_once_and_serve_everything_they_accept(healthy: Healthy) -> None:
     """One explanation computes, one waits, two runs queue per model: a burst of 96 calls gets some answers and some
-    RESOURCE_EXHAUSTED refusals, each refusal within a second, and nothing else; afterwards both kinds are served."""
+    RESOURCE_EXHAUSTED refusals naming the queue, and nothing else; afterwards both kinds are served."""
     flags = ["--max-queue-size", "2", "--max-concurrent-explanations", "1", "--max-waiting-explanations", "1"]
     server = start_server(REPOSITORY, *flags)
     channels = [grpc.insecure_channel(server.target) for _ in range(4)]
     stubs = [ExplainServiceStub(channel) for channel in channels]
     start = threading.Barrier(len(OVERFLOW_CALLS))
 
-    def call(index: int) -> tuple[str, grpc.StatusCode, float, str]:
+    def call(index: int) -> tuple[str, grpc.StatusCode, str]:
         kind, method = OVERFLOW_CALLS[index]
         stub = stubs[index % len(stubs)]
         start.wait()
-        started = time.monotonic()
         try:
             if kind == "predict":
-                stub.Predict(predict_request(SAMPLE_PNGS[index % len(SAMPLE_PNGS)]), timeout=60)
+                stub.Predict(predict_request(SAMPLE_PNGS[index % len(SAMPLE_PNGS)]), timeout=300)
             else:
                 request = pb.ExplainRequest(
                     model_name=DEMO,
@@ -374,26 +407,24 @@ def test_overflowing_queues_refuse_at_once_and_serve_everything_they_accept(heal
                     method=method,
                     parameters=OVERFLOW_PARAMETERS[method],
                 )
-                stub.Explain(request, timeout=60)
+                stub.Explain(request, timeout=300)
             code, details = grpc.StatusCode.OK, ""
         except grpc.RpcError as error:
             code, details = error.code(), error.details()
-        return kind, code, time.monotonic() - started, details
+        return kind, code, details
 
     try:
         with ThreadPoolExecutor(len(OVERFLOW_CALLS)) as pool:
             outcomes = list(pool.map(call, range(len(OVERFLOW_CALLS))))
-        codes = {(kind, code.name) for kind, code, _, _ in outcomes}
+        codes = {(kind, code.name) for kind, code, _ in outcomes}
         others = [o for o in outcomes if o[1] not in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED)]
         assert not others, f"accepted calls failed: {others[:3]}"
         # 32 explanations for one slot and one wait: most are refused at once; an admitted one is never refused
         # half-way (its runs pass a full run queue), so explanations and predictions are both served.
         assert ("explain", "RESOURCE_EXHAUSTED") in codes and ("predict", "OK") in codes, codes
         assert ("explain", "OK") in codes, codes
-        slow = [o for o in outcomes if o[1] is grpc.StatusCode.RESOURCE_EXHAUSTED and o[2] >= REFUSAL_SECONDS]
-        assert not slow, f"{len(slow)} refusals took a second or more, e.g. {slow[0]}"
         refusal = next(o for o in outcomes if o[1] is grpc.StatusCode.RESOURCE_EXHAUSTED)
-        assert "try again" in refusal[3] or "queue" in refusal[3], refusal[3]
+        assert "try again" in refusal[2] or "queue" in refusal[2], refusal[2]
         counts = {
             kind: sum(o[0] == kind and o[1] is grpc.StatusCode.OK for o in outcomes) for kind in ("explain", "predict")
         }
@@ -401,9 +432,9 @@ def test_overflowing_queues_refuse_at_once_and_serve_everything_they_accept(heal
 
         # Afterwards the limits have room again: a normal explanation and predictions are served.
         stubs[0].Explain(
-            pb.ExplainRequest(model_name=DEMO, images=[pb.Image(encoded=SAMPLE_PNG)], method="occlusion"), timeout=30
+            pb.ExplainRequest(model_name=DEMO, images=[pb.Image(encoded=SAMPLE_PNG)], method="occlusion"), timeout=60
         )
-        assert timed_predict(stubs[0]) < PROMPT_SECONDS
+        served_predict(stubs[0])
         healthy(server)
     finally:
         for channel in channels:

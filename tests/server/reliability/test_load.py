@@ -1,7 +1,9 @@
 """Load: 64 concurrent clients send mixed predict and explain calls to one server for a minute. Every call succeeds
-or is refused at once with RESOURCE_EXHAUSTED; latency, throughput and memory are printed, memory stays bounded.
+or is refused with RESOURCE_EXHAUSTED; latency, throughput and memory are printed, memory stays bounded.
 
-ONNXPLAIN_LOAD_SECONDS shortens or lengthens the run (60 by default, as the issue asks).
+ONNXPLAIN_LOAD_SECONDS shortens or lengthens the run (60 by default, as the issue asks). Nothing asserted depends on
+how fast the machine is: warm-up lasts until every kind of call has been served, a call's deadline is a ceiling far
+above its latency, and latencies are printed, not judged.
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from pathlib import Path
 
 import numpy as np
 from support.servers import start_server
+from support.waiting import wait_until
 
 from onnxplain.client import Client, OnnxplainError
 from onnxplain.server.demo import REPOSITORY, SAMPLES
 
 CLIENTS = 64
 CHANNELS = 8
+# A ceiling for one call: 64 clients share a few cores, so a call waits behind many others.
+CALL_DEADLINE_S = 120
+# Warm-up ends once every kind of call has been served this many times (derived graphs built, allocators grown).
+WARM_UP_CALLS = 5
 # The server process may grow this much between the end of warm-up and the end of the run.
 MEMORY_GROWTH_LIMIT_MB = 150
 CALLS = (
@@ -54,7 +61,7 @@ def test_sixty_seconds_of_mixed_load_from_64_clients() -> None:
     seconds = float(os.environ.get("ONNXPLAIN_LOAD_SECONDS", "60"))
     images = [path.read_bytes() for path in sorted(SAMPLES.glob("digit_*[0-9a-z].png")) if "mask" not in path.name]
     server = start_server(REPOSITORY, "--max-waiting-explanations", "16")
-    clients = [Client(server.target, timeout=30) for _ in range(CHANNELS)]
+    clients = [Client(server.target, timeout=CALL_DEADLINE_S) for _ in range(CHANNELS)]
     outcomes: Counter[str] = Counter()
     latencies: dict[str, list[float]] = {name: [] for name, _, _ in CALLS}
     lock = threading.Lock()
@@ -86,15 +93,27 @@ def test_sixty_seconds_of_mixed_load_from_64_clients() -> None:
     try:
         with ThreadPoolExecutor(CLIENTS) as pool:
             futures = [pool.submit(worker, index) for index in range(CLIENTS)]
-            time.sleep(min(10.0, seconds / 6))  # warm-up: derived graphs built, allocators grown
-            memory_after_warm_up = resident_mb(server.process.pid)
-            outcomes_at_warm_up = sum(outcomes.values())
-            time.sleep(seconds - min(10.0, seconds / 6))
-            stop.set()
+            started = time.monotonic()
+            try:
+                wait_until(
+                    lambda: (
+                        time.monotonic() > started + min(10.0, seconds / 6)
+                        and all(len(values) >= WARM_UP_CALLS for values in latencies.values())
+                    ),
+                    timeout=CALL_DEADLINE_S,
+                    what="every kind of call served",
+                )
+                memory_after_warm_up = resident_mb(server.process.pid)
+                outcomes_at_warm_up = sum(outcomes.values())
+                # The rest of the run, and at least half of it after a warm-up that a busy machine made long.
+                stop.wait(max(seconds / 2, started + seconds - time.monotonic()))
+            finally:
+                stop.set()
             for future in futures:
                 future.result()
+        seconds = time.monotonic() - started
         memory_at_end = resident_mb(server.process.pid)
-        with Client(server.target, timeout=30) as fresh:
+        with Client(server.target, timeout=CALL_DEADLINE_S) as fresh:
             assert fresh.predict("digits", images[0]).top  # still serving
     finally:
         for client in clients:

@@ -36,7 +36,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=32,
-        help="requests handled at once (decoding, waiting for their runs); the runs go through each model's queue",
+        help="requests handled at once (decoding, waiting for their runs; long explanations hold at most half, and "
+        "at least 2 are needed); the runs go through each model's queue",
     )
     parser.add_argument(
         "--batch-delay-us",
@@ -79,6 +80,12 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="encoded images above this many pixels are refused before decoding",
     )
     parser.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=160_000_000,
+        help="a request whose encoded images have more pixels together is refused before any is decoded",
+    )
+    parser.add_argument(
         "--max-forward-passes", type=int, default=100_000, help="most forward passes one image's explanation may take"
     )
     parser.add_argument(
@@ -118,9 +125,37 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
         help="largest model a version may be, model.onnx plus its external data",
     )
     parser.add_argument(
+        "--model-load-timeout-s",
+        type=_positive_seconds,
+        default=300.0,
+        help="seconds a model version may take to load before it is abandoned and reported unavailable "
+        "(config.yaml's load_timeout_s may lower it)",
+    )
+    parser.add_argument(
         "--max-message-bytes", type=int, default=256 * 1024 * 1024, help="largest request or response message"
     )
+    parser.add_argument(
+        "--partial-map-interval-s",
+        type=float,
+        default=0.5,
+        help="seconds between the partial maps an explanation stream sends",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=int,
+        default=0,
+        metavar="MIB",
+        help="MiB the sessions of derived graphs (gradient, CAM, LRP, RISE graphs) of all models may hold; the least "
+        "recently used are evicted, a graph that cannot fit is refused; 0: half the machine's or container's memory",
+    )
     parser.set_defaults(handler=run_serve)
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -158,11 +193,15 @@ def run_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         tokens_file=args.tokens_file,
         max_model_bytes=args.max_model_bytes,
+        model_load_timeout_s=args.model_load_timeout_s,
         limits=Limits(
             max_image_pixels=args.max_image_pixels,
+            max_request_pixels=args.max_request_pixels,
             max_forward_passes=args.max_forward_passes,
             max_message_bytes=args.max_message_bytes,
         ),
+        partial_map_interval_s=args.partial_map_interval_s,
+        memory_budget_bytes=args.memory_budget * 1024 * 1024,
     )
     try:
         asyncio.run(serve(settings))

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Literal
 
 from onnxplain.server.engine.batching import default_batch_memory
+from onnxplain.server.engine.derived import default_memory_budget
 
 Device = Literal["auto", "cpu", "cuda"]
+# ONNX Runtime optimising a graph of a few GB on a busy machine takes minutes, not hours.
+DEFAULT_MODEL_LOAD_TIMEOUT_S = 300.0
 
 
 class ConfigurationError(Exception):
@@ -71,7 +74,16 @@ class ServerSettings:
     tokens_file: Path | None = None
     # Largest model a version may be: model.onnx plus its external data files.
     max_model_bytes: int = 4 * 1024**3
+    # Seconds a model version may take to load (a model's config.yaml may lower it); past it the load is abandoned
+    # and the model reported unavailable, so one model cannot keep the others or the server's health waiting.
+    model_load_timeout_s: float = DEFAULT_MODEL_LOAD_TIMEOUT_S
     limits: Limits = field(default_factory=Limits)
+    # Seconds between the partial maps an ExplainStream sends while a method of many passes runs: often enough that
+    # a short deadline still yields one, rare enough that computing them (a fit, for LIME) costs little.
+    partial_map_interval_s: float = 0.5
+    # Bytes the sessions of derived graphs (backward, CAM and RISE graphs) of all models may hold together; least
+    # recently used ones are evicted, a graph that cannot fit is refused. 0: half the machine's (or container's) memory.
+    memory_budget_bytes: int = 0
 
     @property
     def batch_memory(self) -> int:
@@ -80,3 +92,7 @@ class ServerSettings:
     @property
     def intra_op_threads(self) -> int:
         return self.threads or (os.cpu_count() or 1)
+
+    @property
+    def memory_budget(self) -> int:
+        return self.memory_budget_bytes or default_memory_budget()

@@ -1,4 +1,5 @@
-"""Cancellation of running work: a client cancel or a passed deadline stops the current ONNX Runtime run."""
+"""Cancellation of running work: a client cancel, a passed deadline or the end of the shutdown grace stops the current
+ONNX Runtime run."""
 
 from __future__ import annotations
 
@@ -34,3 +35,37 @@ class CancelToken:
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled("the call was cancelled")
+
+
+class RunningWork:
+    """The tokens of every request whose work is running, so that shutdown can stop all of it at once: work the
+    call's own cancellation has not reached (or never will) stops as if its client had gone away."""
+
+    def __init__(self) -> None:
+        self._tokens: set[CancelToken] = set()
+        self._changed = threading.Condition()
+
+    def start(self) -> CancelToken:
+        token = CancelToken()
+        with self._changed:
+            self._tokens.add(token)
+        return token
+
+    def end(self, token: CancelToken) -> None:
+        with self._changed:
+            self._tokens.discard(token)
+            self._changed.notify_all()
+
+    def cancel_all(self) -> int:
+        """Cancel every running request's work; returns how many there were."""
+        with self._changed:
+            tokens = list(self._tokens)
+        for token in tokens:
+            token.cancel()
+        return len(tokens)
+
+    def wait_ended(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for all work to end; returns how many are still running."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._tokens, timeout)
+            return len(self._tokens)

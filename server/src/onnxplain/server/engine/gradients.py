@@ -138,8 +138,11 @@ def backward_graph(
     return built, feature_map
 
 
-def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: BackwardSpec) -> BackwardSession:
-    """The model's backward session for images of `sample_shape` (no batch), built on first use."""
+def backward_session(
+    model: LoadedModel, sample_shape: Sequence[int], spec: BackwardSpec, token: CancelToken | None = None
+) -> BackwardSession:
+    """The model's backward session for images of `sample_shape` (no batch), built on first use; `token` ends a wait
+    for the build."""
 
     def build(full: onnx.ModelProto) -> onnx.ModelProto:
         try:
@@ -161,7 +164,7 @@ def backward_session(model: LoadedModel, sample_shape: Sequence[int], spec: Back
 
     # The head a request explains (repository/model.py LoadedModel.head) picks the graph's target.
     key = ("backward", model.signature.output.name, spec, tuple(sample_shape))
-    session = model.derived_session(key, build)
+    session = model.derived_session(key, build, token)
     noted = session.metadata.get(_FEATURE_MAP_KEY)
     feature_map = None
     if noted:

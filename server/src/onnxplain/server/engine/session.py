@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+from onnxplain.server.engine.backward.graph import all_tensors, subgraphs
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession, padded_rows
 from onnxplain.server.engine.providers import CUDA, first_provider
@@ -30,6 +33,18 @@ _INPUT_DTYPES = {
     "tensor(int64)": np.int64,
 }
 Session = ort.InferenceSession | ShapePinnedSession
+# Weights shared between sessions: float tensors big enough to matter (shapes, axes and other small constants stay in
+# each graph, where ONNX Runtime folds them like any constant). float16 is left out: ONNX Runtime lays float16
+# convolutions out as NHWC on some CPUs, rewriting their weights (see _OPERANDS_LEFT_AS_THEY_ARE).
+_SHAREABLE_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+# Ops whose constant operands ONNX Runtime's optimisers never rewrite under the same name. A rewrite in place (the
+# transpose optimiser transposes or reshapes an initializer that feeds an elementwise or layout-agnostic op, the
+# NHWC layout transform the weights of quantized convolutions) would be lost on a shared tensor, since the session
+# takes the shared value by name: the graph would run with the original layout. Fusions and reorderings of these
+# ops' weights (Conv+BatchNorm, NCHWc) write new tensors under new names.
+_OPERANDS_LEFT_AS_THEY_ARE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+MIN_SHARED_BYTES = 1024
+_TENSOR_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -51,6 +66,129 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
+
+
+class SharedWeights:
+    """A model's weights, read once at load and kept as read-only arrays that the sessions of graphs derived from the
+    model use in place, so each derived session holds no copy of its own and nothing is read from disk again (a file
+    changed after load cannot give a derived graph other weights than the model serves with).
+
+    A derived graph is serialised without the shared tensors' data: each is an external-data reference to an
+    in-memory file (SessionOptions.add_external_initializers_from_files_in_memory, which satisfies ONNX Runtime's
+    check that the data exists) and its value comes from the model's OrtValue (SessionOptions.add_initializer),
+    which ONNX Runtime uses without copying. Weight prepacking is turned off for such sessions: a prepacked weight
+    is a per-session copy and, with the original kept here, would cost more than not sharing. The session's own
+    layout transforms (NCHWc reordering of convolution weights) still copy what they reorder."""
+
+    def __init__(self, model: onnx.ModelProto, weights_dir: Path | None = None) -> None:
+        """`model` is left as it is; tensors it keeps in external files are read from `weights_dir` (which the
+        loader has checked)."""
+        self._graph = onnx.ModelProto()
+        self._graph.CopyFrom(model)
+        if weights_dir is not None:
+            _read_external_data(self._graph, weights_dir)
+        self._arrays: dict[str, np.ndarray] = {}
+        self._files: dict[str, str] = {}
+        for tensor in self._graph.graph.initializer:
+            array = numpy_helper.to_array(tensor)
+            if array.dtype not in _SHAREABLE_DTYPES or array.nbytes < MIN_SHARED_BYTES:
+                continue
+            array = np.ascontiguousarray(array)
+            array.setflags(write=False)
+            self._arrays[tensor.name] = array
+            self._files[tensor.name] = f"onnxplain-weight-{len(self._files)}"
+            _refer_to_file(tensor, self._files[tensor.name], array.nbytes)
+        # ONNX Runtime reads the arrays' memory for as long as a session lives: the OrtValues keep them.
+        self._values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self._arrays.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(array.nbytes for array in self._arrays.values())
+
+    def bytes_of(self, names: Iterable[str]) -> int:
+        return sum(self._arrays[name].nbytes for name in names)
+
+    def model(self) -> onnx.ModelProto:
+        """A copy of the model with its weights in place, for a builder to derive a graph from (and modify)."""
+        model = onnx.ModelProto()
+        model.CopyFrom(self._graph)
+        for tensor in model.graph.initializer:
+            array = self._arrays.get(tensor.name)
+            if array is not None:
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.DEFAULT
+                tensor.raw_data = array.tobytes()
+        return model
+
+    def detach(self, model: onnx.ModelProto) -> list[str]:
+        """Leave out of `model` the data of every initializer that still holds a shared tensor's exact value (a
+        builder may have changed some: converted to float32, redrawn) and that only ops in _OPERANDS_LEFT_AS_THEY_ARE
+        read; return their names for `share_into`."""
+        safe = _read_only_by_weight_ops(model.graph)
+        shared = []
+        for tensor in model.graph.initializer:
+            array = self._arrays.get(tensor.name)
+            if array is not None and tensor.name in safe and _holds(tensor, array):
+                _refer_to_file(tensor, self._files[tensor.name], array.nbytes)
+                shared.append(tensor.name)
+        return shared
+
+    def share_into(self, options: ort.SessionOptions, names: Sequence[str]) -> None:
+        """Make a session created with `options` take the named tensors from here (see the class docstring)."""
+        if not names:
+            return
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.add_external_initializers_from_files_in_memory(
+            [self._files[name] for name in names],
+            [memoryview(self._arrays[name]).cast("B") for name in names],
+            [self._arrays[name].nbytes for name in names],
+        )
+        for name in names:
+            options.add_initializer(name, self._values[name])
+
+
+def _read_only_by_weight_ops(graph: onnx.GraphProto) -> set[str]:
+    """Names that only nodes of _OPERANDS_LEFT_AS_THEY_ARE (standard domain) read: not graph outputs, not read inside
+    a subgraph."""
+    readers: dict[str, set[str]] = {}
+    for node in graph.node:
+        kind = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+        for name in node.input:
+            readers.setdefault(name, set()).add(kind)
+        for subgraph in subgraphs(node):
+            for name in _names_read_in(subgraph):
+                readers.setdefault(name, set()).add("subgraph")
+    for value in graph.output:
+        readers.setdefault(value.name, set()).add("output")
+    return {name for name, kinds in readers.items() if kinds <= _OPERANDS_LEFT_AS_THEY_ARE}
+
+
+def _names_read_in(graph: onnx.GraphProto) -> Iterator[str]:
+    for node in graph.node:
+        yield from node.input
+        for subgraph in subgraphs(node):
+            yield from _names_read_in(subgraph)
+
+
+def _holds(tensor: onnx.TensorProto, array: np.ndarray) -> bool:
+    """Whether the tensor's data is bit for bit the array (NaNs included)."""
+    if uses_external_data(tensor) or tuple(tensor.dims) != array.shape:
+        return False
+    value = numpy_helper.to_array(tensor)
+    if value.dtype != array.dtype:
+        return False
+    return np.array_equal(np.ascontiguousarray(value).reshape(-1).view(np.uint8), array.reshape(-1).view(np.uint8))
+
+
+def _refer_to_file(tensor: onnx.TensorProto, location: str, length: int) -> None:
+    """Turn the tensor into a reference to `length` bytes of the in-memory file `location`, without its data."""
+    for field in _TENSOR_DATA_FIELDS:
+        tensor.ClearField(field)
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
 
 
 class FixedBatchRuns:
@@ -235,3 +373,17 @@ def _classify_run_error(error: Exception, shape: tuple[int, ...], derived: bool)
     if derived:
         return InternalError(f"a graph onnxplain built failed on a batch of shape {list(shape)}: {message}")
     return InvalidInput(f"the model could not run on an input of shape {list(shape)}: {message}")
+
+
+def _read_external_data(model: onnx.ModelProto, folder: Path) -> None:
+    """Every tensor's external data read into the tensor. The loader has checked each file (repository/safety.py):
+    a link that stays inside the model folder is allowed here, where onnx's own loader refuses every link."""
+    for tensor in all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        with open(folder / info.location, "rb") as file:
+            file.seek(info.offset or 0)
+            tensor.raw_data = file.read(info.length) if info.length else file.read()
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT

@@ -1,5 +1,6 @@
-"""The metrics Evaluate offers. Each declares its parameters and reads what it needs from a MetricContext; the
-formulas live in one module per metric family beside this one."""
+"""The metrics Evaluate offers. Each declares its parameters and its cost (cost.py adds the costs up before any
+work) and reads what it needs from a MetricContext; the formulas live in one module per metric family beside this
+one."""
 
 from __future__ import annotations
 
@@ -44,14 +45,28 @@ class MetricContext:
     region_maps: Callable[[], np.ndarray] | None = None
     # Maps of a perturbed image for the same targets, shaped like `maps` (when the explainer is a method).
     explain: Callable[[np.ndarray], np.ndarray] | None = None
-    max_forward_passes: int = 0
 
     def score(self, default: ScoreSpace) -> ScoreFn:
         return self.scorer(self.space or default)
 
-    def check_passes(self, passes: int, cause: str) -> None:
-        if self.max_forward_passes and passes > self.max_forward_passes:
-            raise InvalidInput(f"{cause} needs {passes} forward passes; the server allows {self.max_forward_passes}")
+
+@dataclass(frozen=True)
+class CostShape:
+    """What a metric's cost depends on for one image: its (H, W), its number of targets, and the steps of the
+    parameter randomisation cascade on the request's model (0 when that metric is not asked for)."""
+
+    size: tuple[int, int]
+    targets: int
+    cascade_steps: int = 0
+
+
+@dataclass(frozen=True)
+class MetricCost:
+    """One metric's cost for one image and explainer: forward passes of its own, and re-runs of the explainer's
+    method (each re-run is one scoring pass and one explanation of a changed image or model)."""
+
+    passes: int
+    reruns: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,7 @@ class Metric:
     requires: tuple[Requirement, ...]
     # None for metrics computed over all images at once (parameter_randomization, run by the handler).
     compute: Callable[[MetricContext, dict[str, Any]], MetricOutput] | None
+    cost: Callable[[CostShape, dict[str, Any]], MetricCost]
 
 
 SEED = Param("seed", "int", 0, "seed of every random draw: the same seed gives the same perturbations", at_least(0))
@@ -84,12 +100,13 @@ STEP = Param(
 TOLERANCE = Param("tolerance", "int", 15, "pointing game: pixels from the map's maximum that still hit", positive)
 
 
+def _causal_step(width: int, params: dict[str, Any]) -> int:
+    return params["step"] or width
+
+
 def _causal(curve: Callable[..., np.ndarray], name: str) -> Callable[[MetricContext, dict[str, Any]], MetricOutput]:
     def compute(context: MetricContext, params: dict[str, Any]) -> MetricOutput:
-        height, width = context.spatial_maps.shape[1:]
-        step = params["step"] or width
-        steps = math.ceil(height * width / step)
-        context.check_passes((steps + 1) * len(context.spatial_maps), f"{name} with step {step}")
+        step = _causal_step(context.spatial_maps.shape[2], params)
         score = context.score("probability")
         curves = curve(
             context.image, context.spatial_maps, context.layout, score, step=step, batch_size=context.batch_size
@@ -99,9 +116,15 @@ def _causal(curve: Callable[..., np.ndarray], name: str) -> Callable[[MetricCont
     return compute
 
 
+def _causal_cost(shape: CostShape, params: dict[str, Any]) -> MetricCost:
+    """Every target's curve: one pass per state, the start and one per step."""
+    height, width = shape.size
+    steps = math.ceil(height * width / _causal_step(width, params))
+    return MetricCost((steps + 1) * shape.targets)
+
+
 def _faithfulness(context: MetricContext, params: dict[str, Any]) -> MetricOutput:
     runs = params["faithfulness_runs"]
-    context.check_passes(runs + 1, f"faithfulness_correlation with {runs} runs")
     pixels = context.spatial_maps.shape[1] * context.spatial_maps.shape[2]
     if params["subset_size"] >= pixels:
         raise InvalidInput(f"parameter 'subset_size' must be below the image's {pixels} pixels")
@@ -121,7 +144,6 @@ def _faithfulness(context: MetricContext, params: dict[str, Any]) -> MetricOutpu
 
 def _infidelity(context: MetricContext, params: dict[str, Any]) -> MetricOutput:
     samples = params["infidelity_samples"]
-    context.check_passes(samples + 1, f"infidelity with {samples} samples")
     values = infidelity(
         context.image,
         context.maps,
@@ -148,6 +170,10 @@ def _sensitivity(context: MetricContext, params: dict[str, Any]) -> MetricOutput
     return MetricOutput(values)
 
 
+def _no_cost(shape: CostShape, params: dict[str, Any]) -> MetricCost:
+    return MetricCost(0)
+
+
 def _pointing_game(context: MetricContext, params: dict[str, Any]) -> MetricOutput:
     assert context.region is not None and context.region_maps is not None
     return MetricOutput(pointing_game(context.region_maps(), context.region, tolerance=params["tolerance"]))
@@ -169,6 +195,7 @@ METRICS: dict[str, Metric] = {
             False,
             (),
             _causal(deletion, "deletion"),
+            _causal_cost,
         ),
         Metric(
             "insertion",
@@ -178,6 +205,7 @@ METRICS: dict[str, Metric] = {
             True,
             (),
             _causal(insertion, "insertion"),
+            _causal_cost,
         ),
         Metric(
             "faithfulness_correlation",
@@ -198,6 +226,7 @@ METRICS: dict[str, Metric] = {
             True,
             (),
             _faithfulness,
+            lambda shape, params: MetricCost(params["faithfulness_runs"] + 1),  # the same subsets serve every target
         ),
         Metric(
             "infidelity",
@@ -211,6 +240,7 @@ METRICS: dict[str, Metric] = {
             False,
             (),
             _infidelity,
+            lambda shape, params: MetricCost(params["infidelity_samples"] + 1),  # every target from the same samples
         ),
         Metric(
             "max_sensitivity",
@@ -224,6 +254,7 @@ METRICS: dict[str, Metric] = {
             False,
             ("method",),
             _sensitivity,
+            lambda shape, params: MetricCost(0, reruns=params["sensitivity_samples"]),
         ),
         Metric(
             "pointing_game",
@@ -232,6 +263,7 @@ METRICS: dict[str, Metric] = {
             True,
             ("region",),
             _pointing_game,
+            _no_cost,
         ),
         Metric(
             "mass_in_region",
@@ -240,6 +272,7 @@ METRICS: dict[str, Metric] = {
             True,
             ("region",),
             _mass_in_region,
+            _no_cost,
         ),
         Metric(
             "parameter_randomization",
@@ -260,6 +293,7 @@ METRICS: dict[str, Metric] = {
             False,
             ("method",),
             None,
+            lambda shape, params: MetricCost(0, reruns=shape.cascade_steps),  # each step explains every image again
         ),
     )
 }

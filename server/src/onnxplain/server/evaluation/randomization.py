@@ -35,32 +35,48 @@ class RandomizationResult:
     correlations: np.ndarray
 
 
-def parameter_randomization(
-    model: LoadedModel,
-    maps: Sequence[np.ndarray],
-    explain: Callable[[LoadedModel], Sequence[np.ndarray]],
-    *,
-    steps: int | None,
-    seed: int,
-    workdir: Path,
-) -> RandomizationResult:
-    """Randomise the model's layers top-down in `steps` cumulative steps (None: one layer per step, as Quantus does;
-    fewer steps group neighbouring layers, for deep models where each step costs one explanation) and correlate
-    `explain(randomised model)` with `maps`, the maps of the same images, targets and method on `model`: one map per
-    row (a (T, ...) array, or a list of maps of different shapes), row t of each step correlated with row t of `maps`.
-    `workdir` is the caller's folder for each step's graph file, removed once that step's maps are done.
-    The weights are redrawn once per layer from one generator seeded with `seed`, so a seed fixes the cascade."""
-    full_graph = onnx.load(str(model.source.path))  # with its external data
-    layers = weighted_layers(full_graph)
+@dataclass(frozen=True)
+class Cascade:
+    """The model's graph with its weights, and its weighted layers (top-down) cut into the cascade's steps: known
+    before any map is computed, so that the number of steps can be counted into a request's cost."""
+
+    graph: onnx.ModelProto
+    groups: list[list[WeightedLayer]]
+
+
+def plan_cascade(model: LoadedModel, steps: int | None) -> Cascade:
+    """Load the model's graph and cut its layers into `steps` cumulative steps (None: one layer per step, as Quantus
+    does; fewer steps group neighbouring layers, for deep models where each step costs one explanation per image).
+    A model without learned layers cannot be checked."""
+    graph = onnx.load(str(model.source.path))  # with its external data
+    layers = weighted_layers(graph)
     if not layers:
         raise FailedPrecondition(
             f"model {model.name!r} has no layer with learned weights (Conv, ConvTranspose, Gemm or MatMul with a "
             "weight stored in the graph) to randomise"
         )
+    return Cascade(graph, cascade_groups(layers, steps))
+
+
+def parameter_randomization(
+    model: LoadedModel,
+    cascade: Cascade,
+    maps: Sequence[np.ndarray],
+    explain: Callable[[LoadedModel], Sequence[np.ndarray]],
+    *,
+    seed: int,
+    workdir: Path,
+) -> RandomizationResult:
+    """Randomise the model's layers top-down, one cascade step at a time and cumulatively, and correlate
+    `explain(randomised model)` with `maps`, the maps of the same images, targets and method on `model`: one map per
+    row (a (T, ...) array, or a list of maps of different shapes), row t of each step correlated with row t of `maps`.
+    `cascade` is plan_cascade's for `model`; `workdir` is the caller's folder for each step's graph file, removed
+    once that step's maps are done. The weights are redrawn once per layer from one generator seeded with `seed`, so
+    a seed fixes the cascade."""
     rng = np.random.default_rng(seed)
     names, correlations = [], []
-    randomized = full_graph
-    for index, group in enumerate(cascade_groups(layers, steps)):
+    randomized = cascade.graph
+    for index, group in enumerate(cascade.groups):
         randomized = randomize_layers(randomized, group, rng)
         path = workdir / f"randomized_{index}.onnx"
         written = _save(randomized, path)

@@ -44,16 +44,7 @@ def run_method(
     those the method's own run gave (a forward pass when it gave none). The passes land in the scorer. `params` are
     the checked parameters; the method fills in defaults it derives from the image, so give each image its own
     copy."""
-    job = ExplainJob(
-        model=scorer.model,
-        image=tensor,
-        scores=scores,
-        scorer=scorer,
-        batch_size=batch_size(scorer.model, tensor, settings),
-        progress=progress,
-        max_forward_passes=settings.limits.max_forward_passes,
-        segments=segments,
-    )
+    job = explain_job(tensor, scores, scorer, settings, segments=segments, progress=progress)
     checks = scorer.model.checks
     try:
         attribution = method.attribute(job, params)
@@ -68,6 +59,30 @@ def run_method(
     if job.scores is None:
         job.scores = score_images(scorer.model, [tensor], scorer.token, scorer.passes)[0]
     return attribution, job.scores
+
+
+def explain_job(
+    tensor: np.ndarray,
+    scores: np.ndarray | None,
+    scorer: Scorer,
+    settings: ServerSettings,
+    *,
+    segments: np.ndarray | None = None,
+    progress: ProgressCallback | None = None,
+) -> ExplainJob:
+    """The job a method explains `tensor` in, under the server's batch size and limits: what run_method runs, and
+    what a method declares its passes for before any run (AttributionMethod.forward_passes)."""
+    return ExplainJob(
+        model=scorer.model,
+        image=tensor,
+        scores=scores,
+        scorer=scorer,
+        batch_size=batch_size(scorer.model, tensor, settings),
+        progress=progress,
+        max_forward_passes=settings.limits.max_forward_passes,
+        segments=segments,
+        partial_interval_s=settings.partial_map_interval_s,
+    )
 
 
 def _check_finite(method: AttributionMethod, attribution: Attribution) -> None:

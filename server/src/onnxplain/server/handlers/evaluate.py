@@ -1,7 +1,8 @@
 """Evaluate: take or compute each explainer's maps of every image, then score them with the requested metrics.
 
 Every explainer faces the same images, targets and random perturbations (one generator per metric and image), so
-the table compares methods, not draws.
+the table compares methods, not draws. The whole request's forward passes are counted once the images are scored
+and refused over the limit before any explainer runs (evaluation/cost.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import numpy as np
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.evaluation._layout import spatial_size
-from onnxplain.server.evaluation.metrics import Metric, MetricContext, metric_parameters, select_metrics
-from onnxplain.server.evaluation.randomization import parameter_randomization
+from onnxplain.server.evaluation.cost import ExplainerCost, check_explainer_count, evaluation_cost
+from onnxplain.server.evaluation.metrics import CostShape, Metric, MetricContext, metric_parameters, select_metrics
+from onnxplain.server.evaluation.randomization import Cascade, parameter_randomization, plan_cascade
 from onnxplain.server.evaluation.regions import region_mask
-from onnxplain.server.handlers.attribution import batch_size, resolve_method, run_method, shape_map
+from onnxplain.server.handlers.attribution import batch_size, explain_job, resolve_method, run_method, shape_map
 from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.handlers.inputs import PreparedImage, prepare_images
 from onnxplain.server.handlers.schema import (
@@ -77,6 +79,7 @@ def evaluate(
     params = parse_parameters(metric_parameters(metrics), query.parameters, owner)
     if not query.explainers:
         raise InvalidInput("the request names no explainer: give a method or maps to evaluate")
+    check_explainer_count(len(query.explainers))
     explainers = [_explainer(index, e, model, metrics, len(query.images)) for index, e in enumerate(query.explainers)]
     names = [explainer.name for explainer in explainers]
     if len(set(names)) != len(names):
@@ -92,19 +95,21 @@ def evaluate(
         targets=[resolve_targets(query.targets, s, model.labels, limit) for s in scores],
         regions=_regions(query.regions, images, model.signature.layout),
     )
-    # Every client map is checked before any explainer runs.
+    # Every client map is checked, and the whole cost counted, before any explainer runs.
     explainers = [
         replace(e, attributions=[_client_maps(maps, inputs, i) for i, maps in enumerate(e.attributions)])
         for e in explainers
     ]
+    randomizes = any(metric.name == SANITY_METRIC for metric in metrics)
+    cascade = plan_cascade(model, params["randomization_steps"] or None) if randomizes else None
+    _check_cost(explainers, inputs, metrics, params, cascade, settings, token)
     evaluations = []
-    with model.explanations.hold(token):  # every metric takes many passes
-        for explainer in explainers:
-            evaluation, counter = _evaluate_explainer(
-                explainer, inputs, metrics, params, query.score_space, settings, token
-            )
-            evaluations.append(evaluation)
-            passes.add(counter)
+    for explainer in explainers:
+        evaluation, counter = _evaluate_explainer(
+            explainer, inputs, metrics, params, query.score_space, settings, token, cascade
+        )
+        evaluations.append(evaluation)
+        passes.add(counter)
     cost = Cost(passes.forward, passes.backward, passes.batch_size, passes.runs, time.perf_counter() - started)
     metric_names = [metric.name for metric in metrics]
     return EvaluateResult(model.name, model.version, metric_names, evaluations, params, cost)
@@ -126,6 +131,34 @@ def _explainer(index: int, query: ExplainerQuery, model: LoadedModel, metrics: l
     if method.family == "visualization":
         raise InvalidInput(f"{method.name} synthesises inputs instead of attributing one: there is no map to evaluate")
     return Explainer(name, method, params, list(query.attributions))
+
+
+def _check_cost(
+    explainers: list[Explainer],
+    inputs: Inputs,
+    metrics: list[Metric],
+    params: dict[str, Any],
+    cascade: Cascade | None,
+    settings: ServerSettings,
+    token: CancelToken,
+) -> None:
+    """Refuse the request when all it would run is over the forward-pass limit; each method declares its passes on
+    the job it would explain each image in."""
+    layout = inputs.model.signature.layout
+    steps = len(cascade.groups) if cascade else 0
+    images = list(zip(inputs.images, inputs.scores, inputs.targets, strict=True))
+    shapes = [CostShape(spatial_size(image.tensor, layout), len(targets), steps) for image, _, targets in images]
+
+    def method_passes(explainer: Explainer, image: PreparedImage, scores: np.ndarray, targets: list[int]) -> int:
+        if explainer.method is None:
+            return 0
+        job = explain_job(image.tensor, scores, Scorer(inputs.model, targets, "raw", token), settings)
+        return explainer.method.forward_passes(job, explainer.params)
+
+    costs = [
+        ExplainerCost([method_passes(e, *image) for image in images], explains=not e.attributions) for e in explainers
+    ]
+    evaluation_cost(costs, shapes, metrics, params).check(settings.limits.max_forward_passes)
 
 
 def _regions(regions: list[RegionQuery], images: list[PreparedImage], layout: str) -> list[np.ndarray | None]:
@@ -168,6 +201,7 @@ def _evaluate_explainer(
     space: ScoreSpace | None,
     settings: ServerSettings,
     token: CancelToken,
+    cascade: Cascade | None,
 ) -> tuple[ExplainerEvaluation, PassCounter]:
     started = time.perf_counter()
     counter = PassCounter()
@@ -197,8 +231,8 @@ def _evaluate_explainer(
             ]
         )
     sanity = None
-    if any(metric.name == SANITY_METRIC for metric in metrics):
-        sanity = _sanity_check(explainer, inputs, all_maps, per_image, params, settings, token, counter)
+    if cascade is not None:
+        sanity = _sanity_check(explainer, inputs, all_maps, per_image, cascade, params, settings, token, counter)
     means = {metric.name: _mean(per_image, metric.name) for metric in metrics}
     cost = Cost(counter.forward, counter.backward, counter.batch_size, counter.runs, time.perf_counter() - started)
     method_name = explainer.method.name if explainer.method else ""
@@ -264,7 +298,6 @@ def _context(
         region=inputs.regions[index],
         region_maps=region_maps if inputs.regions[index] is not None else None,
         explain=explain if explainer.method is not None else None,
-        max_forward_passes=settings.limits.max_forward_passes,
     )
 
 
@@ -273,6 +306,7 @@ def _sanity_check(
     inputs: Inputs,
     maps: list[np.ndarray],
     per_image: list[list[TargetScores]],
+    cascade: Cascade,
     params: dict[str, Any],
     settings: ServerSettings,
     token: CancelToken,
@@ -292,12 +326,7 @@ def _sanity_check(
     rows = [row for image_maps in maps for row in image_maps]
     with tempfile.TemporaryDirectory(prefix="onnxplain-randomized-") as workdir:
         result = parameter_randomization(
-            inputs.model,
-            rows,
-            explain_on,
-            steps=params["randomization_steps"] or None,
-            seed=params["seed"],
-            workdir=Path(workdir),
+            inputs.model, cascade, rows, explain_on, seed=params["seed"], workdir=Path(workdir)
         )
     correlations = result.correlations  # (steps, all targets of all images)
     row = 0

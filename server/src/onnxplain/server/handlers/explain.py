@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -12,6 +11,7 @@ from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.handlers.attribution import resolve_method, run_method, shape_map
 from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.handlers.inputs import PreparedImage, prepare_images
+from onnxplain.server.handlers.response_size import check_response_size, explain_response_bytes
 from onnxplain.server.handlers.schema import (
     Cost,
     ExplainProgress,
@@ -46,7 +46,7 @@ def explain(
     if query.render is not None:
         render = query.render
         check_render_options(render.colormap, render.clip_percentile, render.alpha, render.polarity)
-    prepared = prepare_images(model, query.images, settings.limits)
+    prepared = prepare_images(model, query.images, settings.limits, token)
     tensors = [image.tensor for image in prepared]
     passes = PassCounter()
     # A single-pass method runs the image itself in its backward graph, which gives the image's scores too, and
@@ -62,26 +62,43 @@ def explain(
         [] if pending_top else resolve_targets(query.targets, scores, model.labels, limit, num_classes or 0)
         for scores in base_scores
     ]
-    explanations, used_params = [], []
     # Feature visualisation returns synthesized inputs: always input-shaped, never summed over channels.
     map_shape = "input" if method.family == "visualization" else query.attribution_shape
+    # The response must fit in one message: refused now, before any method pass, rather than when it is encoded.
+    estimate = explain_response_bytes(
+        model,
+        method,
+        params,
+        prepared,
+        [pending_top or len(targets) for targets in targets_per_image],
+        num_classes or max(len(scores) for scores in base_scores),
+        input_shaped=map_shape == "input",
+        original_maps=query.original_maps,
+        rendered=query.render is not None,
+    )
+    check_response_size(
+        estimate,
+        settings.limits.max_message_bytes,
+        "Explain",
+        "ask for fewer images or targets, spatial maps, or no original maps or overlays",
+    )
+    explanations, used_params = [], []
     for index, (image, scores, targets) in enumerate(zip(prepared, base_scores, targets_per_image, strict=True)):
         scorer = Scorer(model, targets, query.score_space, token, pending_top)
         target_scores = None if scores is None else scorer.select(scores[None, :])[0]
         report = progress and _image_progress(progress, index, model, targets, target_scores, started)
         # A copy per image: defaults a method derives from one image's size must not carry over to the next.
         used_params.append(dict(params))
-        with nullcontext() if method.single_pass else model.explanations.hold(token):
-            attribution, scores = run_method(
-                method,
-                used_params[-1],
-                image.tensor,
-                scores,
-                scorer,
-                settings,
-                segments=image.segments,
-                progress=report,
-            )
+        attribution, scores = run_method(
+            method,
+            used_params[-1],
+            image.tensor,
+            scores,
+            scorer,
+            settings,
+            segments=image.segments,
+            progress=report,
+        )
         targets = scorer.targets.tolist()
         target_scores = scorer.select(scores[None, :])[0]
         explanations.append(

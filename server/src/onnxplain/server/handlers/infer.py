@@ -13,6 +13,8 @@ import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.errors import InvalidInput, Unavailable
+from onnxplain.server.handlers.response_size import check_response_size, infer_response_bytes
+from onnxplain.server.observability.logs import shortened
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.registry import ModelRegistry
 from onnxplain.server.repository.signature import TensorSpec
@@ -81,13 +83,34 @@ def model_tensors(registry: ModelRegistry, name: str, version: str) -> ModelTens
 def infer(registry: ModelRegistry, query: InferQuery, limits: Limits, token: CancelToken) -> InferResult:
     model = registry.get(query.model, query.version)
     output = _output_info(model)
-    unknown = sorted(set(query.outputs) - {output.name})
-    if unknown:
-        raise InvalidInput(f"model {model.name!r} has no output {unknown[0]!r}; its output is {output.name!r}")
+    _check_outputs(model, output, query.outputs)
     batch = _checked_batch(model, query.inputs, limits)
+    # The response must fit in one message: checked before the pass, or after it when only the pass tells the
+    # output's size (a symbolic dimension).
+    if model.num_classes is not None:
+        _check_size(model, len(batch), model.num_classes, limits)
     scores = model.session.run(batch, token)
+    if model.num_classes is None:
+        _check_size(model, len(batch), scores.size // len(batch), limits)
     outputs = [NamedTensor(output.name, scores.reshape(len(batch), *output.shape[1:]))]
     return InferResult(model.name, model.version, outputs)
+
+
+def _check_outputs(model: LoadedModel, output: TensorInfo, requested: list[str]) -> None:
+    """The model has one output: it may be asked for by name, once."""
+    if len(requested) > 1:
+        raise InvalidInput(
+            f"the request asks for {len(requested)} outputs; model {model.name!r} has one, {output.name!r}"
+        )
+    if requested and requested[0] != output.name:
+        raise InvalidInput(
+            f"model {model.name!r} has no output {shortened(requested[0])!r}; its output is {output.name!r}"
+        )
+
+
+def _check_size(model: LoadedModel, images: int, values_per_image: int, limits: Limits) -> None:
+    estimate = infer_response_bytes(model, images, values_per_image)
+    check_response_size(estimate, limits.max_message_bytes, "ModelInfer", "send a smaller batch")
 
 
 def _input_info(model: LoadedModel) -> TensorInfo:
@@ -107,7 +130,8 @@ def _checked_batch(model: LoadedModel, inputs: list[NamedTensor], limits: Limits
     expected = _input_info(model)
     names = [tensor.name for tensor in inputs]
     if names != [expected.name]:
-        raise InvalidInput(f"model {model.name!r} takes one input named {expected.name!r}, got {names}")
+        given = shortened(", ".join(repr(name) for name in names))
+        raise InvalidInput(f"model {model.name!r} takes one input named {expected.name!r}, got {len(names)}: {given}")
     batch = inputs[0].array
     if batch.dtype != expected.dtype:
         raise InvalidInput(f"input {expected.name!r} must be {expected.dtype.name}, got {batch.dtype.name}")
@@ -125,4 +149,8 @@ def _checked_batch(model: LoadedModel, inputs: list[NamedTensor], limits: Limits
     values, limit = batch[0].size, limits.max_image_pixels * _VALUES_PER_PIXEL
     if values > limit:
         raise InvalidInput(f"each image has {values} values, above the limit of {limit}")
+    # Integer values are within the input type's range by construction: the array has that type. Float values are
+    # checked as ExplainService checks raw tensors (handlers/inputs.py).
+    if np.issubdtype(batch.dtype, np.floating) and not np.isfinite(batch).all():
+        raise InvalidInput(f"input {expected.name!r} contains NaN or infinite values")
     return batch

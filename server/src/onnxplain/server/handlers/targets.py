@@ -6,6 +6,7 @@ import numpy as np
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.handlers.schema import TargetQuery
+from onnxplain.server.observability.logs import shortened
 
 
 def resolve_targets(
@@ -62,11 +63,11 @@ def _resolve(query: TargetQuery, ranked: np.ndarray | None, labels: tuple[str, .
     if query.label is not None:
         if query.label not in labels:
             hint = (
-                f"labels: {', '.join(labels[:20])}{' ...' if len(labels) > 20 else ''}"
+                f"labels: {', '.join(shortened(label) for label in labels[:20])}{' ...' if len(labels) > 20 else ''}"
                 if labels
                 else "the model has no labels"
             )
-            raise InvalidInput(f"unknown target label {query.label!r}; {hint}")
+            raise InvalidInput(f"unknown target label {shortened(query.label)!r}; {hint}")
         return [labels.index(query.label)]
     if query.top_k is not None:
         _check_top_k(query.top_k, num_classes)

@@ -105,6 +105,11 @@ class Scorer:
         self.passes.record_forward(self.model.session, len(batch))
         return scores
 
+    @property
+    def target_count(self) -> int:
+        """How many classes are explained, ranked yet or not."""
+        return self.pending_top or len(self.targets)
+
     def rank_targets(self, scores: np.ndarray) -> None:
         """Resolve pending top-k targets from one image's (K,) scores (ties: the lower index first)."""
         self.targets = np.argsort(-scores, kind="stable")[: self.pending_top].astype(np.int64)
@@ -137,6 +142,8 @@ class ExplainJob:
     progress: ProgressCallback | None = None
     max_forward_passes: int = 0
     segments: np.ndarray | None = None
+    # Seconds between the partial maps a stream gets (--partial-map-interval-s).
+    partial_interval_s: float = 0.5
 
     @property
     def num_classes(self) -> int:
@@ -174,6 +181,12 @@ class AttributionMethod(ABC):
     def unsupported_reason(self, model: LoadedModel, params: Mapping[str, Any] | None = None) -> str | None:
         """Why this method cannot run on the model (with these parameters, when given), or None when it can."""
         return None
+
+    @abstractmethod
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """The most forward passes (a backward run counts as one) `attribute` takes on this job with these checked
+        parameters, known before it runs: a request that adds many explanations up (Evaluate) is refused before any
+        of them runs. Defaults the method derives from the image are not written into `params` here."""
 
     @abstractmethod
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:

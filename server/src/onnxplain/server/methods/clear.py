@@ -16,12 +16,12 @@ from onnxplain.server.engine.backward.rulesets import get_ruleset
 from onnxplain.server.engine.backward.support import DECONVNET
 from onnxplain.server.engine.gradients import BackwardResult
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
-from onnxplain.server.methods.gradient_base import GradientMethod, channel_axis, for_every_class
+from onnxplain.server.methods.gradient_base import EveryClassMethod, channel_axis, for_every_class
 from onnxplain.server.methods.registry import register
 
 
 @register
-class Clear(GradientMethod):
+class Clear(EveryClassMethod):
     name = "clear"
     family: Family = "relevance"
     description = "CLEAR maps: every class's deconvnet response, the dominant class per pixel and its response."

@@ -6,6 +6,7 @@ refusing: Captum's own default of one feature per scalar would cost a pass per p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,10 @@ class FeatureAblation(PerturbationMethod):
     name = "feature_ablation"
     description = "Set each segment to the baseline in turn; attribution = score drop, spread over the segment."
     parameters = (*SEGMENTATION_PARAMS, fill_param(0.0))
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """One pass per segment, which only the segmentation of the image counts."""
+        return int(job_segments(job, dict(params)).max()) + 1
 
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> SegmentPlan:
         segments = job_segments(job, params)

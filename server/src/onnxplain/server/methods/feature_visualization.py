@@ -5,6 +5,7 @@ one per target; the targets run together as rows of one batch per step."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,10 @@ class FeatureVisualization(GradientMethod):
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:
         return BackwardSpec(objective=params["layer"] or None, probability=job.scorer.space == "probability")
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """One row per target (or the layer's channel) per step."""
+        return params["steps"] * max(1, job.scorer.target_count)
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         rng = np.random.default_rng(params["seed"])

@@ -41,9 +41,21 @@ class GradientMethod(AttributionMethod):
         """The backward graph this method needs; input gradients with the method's rule set by default."""
         return BackwardSpec(ruleset=self.ruleset, probability=job.scorer.space == "probability")
 
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """One backward row per target, and one forward for the image's scores (top-k targets a graph cannot rank,
+        or a job started without them)."""
+        return job.scorer.target_count + 1
+
+
+class EveryClassMethod(GradientMethod):
+    """A method that takes the gradient of every class of the model (for_every_class)."""
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return job.num_classes + 1
+
 
 def session_for(job: ExplainJob, spec: BackwardSpec) -> BackwardSession:
-    return backward_session(job.model, job.image.shape, spec)
+    return backward_session(job.model, job.image.shape, spec, job.scorer.token)
 
 
 def one_hot(job: ExplainJob, classes: np.ndarray | Sequence[int]) -> np.ndarray:

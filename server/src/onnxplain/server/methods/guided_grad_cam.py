@@ -3,6 +3,7 @@ upsampled with nearest neighbours. Two backward graphs share nothing but the ima
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -21,6 +22,10 @@ class GuidedGradCam(GradCam):
     name = "guided_grad_cam"
     description = "Guided backprop times the Grad-CAM map (nearest upsampling, as Captum), input-shaped."
     walks = (FEATURE_MAP, GUIDED_BACKPROP)
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """Grad-CAM's rows and guided backprop's, one per target each."""
+        return 2 * job.scorer.target_count + 1
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         activations, gradients = self.read_layer(job, params)

@@ -5,6 +5,7 @@ per target as the extra `convergence_delta` (two more rows: x and x' themselves)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,9 @@ class IntegratedGradients(GradientMethod):
         ),
         Param("blur_sigma", "float", 10.0, "Blur of the 'blur' baseline, in pixels.", positive),
     )
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return params["steps"] * job.scorer.target_count + 2
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         steps, targets = params["steps"], job.scorer.targets

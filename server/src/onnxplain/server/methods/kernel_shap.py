@@ -12,6 +12,7 @@ constraint, with one variable eliminated as shap does, not as Captum's large end
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,10 @@ class KernelShap(PerturbationMethod):
         ),
         SEED_PARAM,
     )
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """The all-off image and a coalition per sample, at most (fewer when the segments have fewer coalitions)."""
+        return params["num_samples"] + 1
 
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> SegmentPlan:
         num_samples = params["num_samples"]

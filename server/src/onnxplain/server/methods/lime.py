@@ -6,6 +6,7 @@ pixel's attribution is the coefficient of its segment. One fit per target, all f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -56,9 +57,13 @@ class Lime(PerturbationMethod):
         SEED_PARAM,
     )
 
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """Sample 0 (every segment kept) is the image itself, whose scores the job has."""
+        return params["num_samples"] - 1
+
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> SegmentPlan:
         num_samples = params["num_samples"]
-        check_pass_limit(job, num_samples - 1, "num_samples")
+        check_pass_limit(job, self.forward_passes(job, params), "num_samples")
         segments = job_segments(job, params)
         count = int(segments.max()) + 1
         check_fitted_segments(count, self.name, job.segments is not None)

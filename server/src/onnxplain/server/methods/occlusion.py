@@ -7,6 +7,7 @@ attribution is the mean, over the windows covering it, of score(original) - scor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from onnxplain.server.methods.baselines import baseline_image
 from onnxplain.server.methods.parameters import Param, one_of, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
-from onnxplain.server.methods.windows import check_windows, window_spans
+from onnxplain.server.methods.windows import check_windows, window_positions, window_spans
 
 
 @register
@@ -48,13 +49,21 @@ class Occlusion(PerturbationMethod):
         ),
     )
 
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return window_positions(job, *self._geometry(job, params))
+
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> OcclusionPlan:
-        height, width = job.spatial_size
-        window = params["window"] or (max(1, min(height, width) // 7),) * 2
-        stride = params["stride"] or tuple(max(1, w // 2) for w in window)
+        window, stride = self._geometry(job, params)
         check_windows(job, window, stride)
         params.update(window=window, stride=stride)
         return OcclusionPlan(job, window, stride, baseline_image(job, params["baseline"], max(window) / 2))
+
+    @staticmethod
+    def _geometry(job: ExplainJob, params: Mapping[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The window (default: a seventh of the shorter side) and the stride (default: half the window)."""
+        height, width = job.spatial_size
+        window = params["window"] or (max(1, min(height, width) // 7),) * 2
+        return window, params["stride"] or tuple(max(1, w // 2) for w in window)
 
 
 class OcclusionPlan:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from onnxplain.server.errors import InvalidInput
+from onnxplain.server.observability.logs import shortened
 
 # No parameter means anything beyond this; larger values only overflow int64 fields or float arithmetic downstream.
 MAX_MAGNITUDE = 1e15
@@ -33,7 +34,8 @@ def parse_parameters(specs: Sequence[Param], raw: Mapping[str, Any], owner: str)
     unknown = sorted(set(raw) - set(known))
     if unknown:
         names = ", ".join(known) or "none"
-        raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)} for {owner}; its parameters: {names}")
+        given = shortened(", ".join(unknown))
+        raise InvalidInput(f"unknown parameter(s) {given} for {owner}; its parameters: {names}")
     values = {}
     for spec in specs:
         if spec.name not in raw:
@@ -72,7 +74,7 @@ def choice(*options: str) -> Check:
     """A text parameter that must be one of `options`."""
 
     def check(value: Any) -> str | None:
-        return None if value in options else f"must be one of {', '.join(options)}, got {value!r}"
+        return None if value in options else f"must be one of {', '.join(options)}, got {_show(value)}"
 
     return check
 
@@ -80,7 +82,7 @@ def choice(*options: str) -> Check:
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         if isinstance(value, str) and value not in choices:
-            return f"must be a number or one of {', '.join(choices)}, got {value!r}"
+            return f"must be a number or one of {', '.join(choices)}, got {_show(value)}"
         return None
 
     return check
@@ -145,6 +147,7 @@ _COERCE: dict[Kind, Callable[[Any], Any]] = {
 
 
 def _show(value: Any) -> str:
+    """A value as messages echo it: a caller's text or list is cut to a bounded length."""
     if isinstance(value, tuple):
         return "x".join(str(v) for v in value)
-    return repr(value)
+    return shortened(repr(value))

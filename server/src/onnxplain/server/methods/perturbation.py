@@ -16,10 +16,6 @@ import numpy as np
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import Attribution, AttributionMethod, ExplainJob, Family, Progress
 
-# Seconds between partial maps in a stream: often enough that a short deadline still yields one, rare enough
-# that computing them (a fit, for LIME) costs little.
-PARTIAL_INTERVAL = 0.5
-
 
 class PerturbationPlan(Protocol):
     count: int
@@ -72,7 +68,7 @@ class PerturbationMethod(AttributionMethod):
                     plan.accumulate(start, stop, job.scorer(inputs))
                 if job.progress is not None:
                     partial = None
-                    if time.monotonic() - last_partial >= PARTIAL_INTERVAL and stop < plan.count:
+                    if time.monotonic() - last_partial >= job.partial_interval_s and stop < plan.count:
                         partial, last_partial = plan.result().maps, time.monotonic()
                     job.progress(Progress(stop, plan.count, partial))
         return plan.result()

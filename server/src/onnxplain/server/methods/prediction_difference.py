@@ -25,7 +25,7 @@ from onnxplain.server.methods.base import Attribution, ExplainJob
 from onnxplain.server.methods.parameters import Param, at_least, positive
 from onnxplain.server.methods.perturbation import PerturbationMethod
 from onnxplain.server.methods.registry import register
-from onnxplain.server.methods.windows import check_windows, window_spans
+from onnxplain.server.methods.windows import check_windows, window_positions, window_spans
 from onnxplain.server.repository.model import LoadedModel
 
 # The paper's window is 10 pixels on 224x224 ImageNet inputs; the default scales that to the image.
@@ -80,14 +80,22 @@ class PredictionDifference(PerturbationMethod):
         # The method is defined on probabilities whatever score space the request reports scores in.
         return super().attribute(replace(job, scorer=job.scorer.in_space("probability")), params)
 
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return window_positions(job, *self._geometry(job, params)) * params["num_samples"]
+
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> PredictionDifferencePlan:
-        height, width = job.spatial_size
-        window = params["window"] or (max(1, round(min(height, width) * _PAPER_WINDOW_FRACTION)),) * 2
-        stride = params["stride"] or window
+        window, stride = self._geometry(job, params)
         check_windows(job, window, stride)
         params.update(window=window, stride=stride)
         sampler = MarginalSampler(job.image, job.layout, window, params["num_samples"], params["seed"])
         return PredictionDifferencePlan(job, window, stride, sampler, params["laplace_n"])
+
+    @staticmethod
+    def _geometry(job: ExplainJob, params: Mapping[str, Any]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The window (default: the paper's fraction of the shorter side) and the stride (default: the window)."""
+        height, width = job.spatial_size
+        window = params["window"] or (max(1, round(min(height, width) * _PAPER_WINDOW_FRACTION)),) * 2
+        return window, params["stride"] or window
 
 
 class MarginalSampler:

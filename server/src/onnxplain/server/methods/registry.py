@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import AttributionMethod
+from onnxplain.server.observability.logs import shortened
 
 METHODS: dict[str, AttributionMethod] = {}
 
@@ -19,7 +20,7 @@ def get_method(name: str) -> AttributionMethod:
     try:
         return METHODS[name]
     except KeyError:
-        raise InvalidInput(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
+        raise InvalidInput(f"unknown method {shortened(name)!r}; available: {', '.join(sorted(METHODS))}") from None
 
 
 def _register_builtin_methods() -> None:

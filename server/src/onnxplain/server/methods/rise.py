@@ -11,6 +11,7 @@ a helper thread one batch ahead) or in one derived ONNX graph per batch (rise_gr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,9 @@ class Rise(PerturbationMethod):
     )
     # "host", "graph", or "auto": the faster of the two on this provider (rise_graph.runs_in_graph).
     execution: Execution = "auto"
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return params["num_masks"]
 
     def plan(self, job: ExplainJob, params: dict[str, Any]) -> RisePlan:
         height, width = job.spatial_size

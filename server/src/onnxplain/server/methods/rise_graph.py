@@ -101,7 +101,9 @@ class RiseGraph:
             grid_size=grid_size,
             softmax=probability and job.model.output_kind != "probabilities",
         )
-        self.session = job.model.derived_session(self.spec, functools.partial(build_rise_graph, spec=self.spec))
+        self.session = job.model.derived_session(
+            self.spec, functools.partial(build_rise_graph, spec=self.spec), job.scorer.token
+        )
         # The derived graph declares its inputs first, in INPUTS order (a model of IR < 4 lists weights after them).
         self.input_names = dict(zip(INPUTS, self.session.input_names[: len(INPUTS)], strict=True))
         self.fixed_batch = signature.fixed_batch

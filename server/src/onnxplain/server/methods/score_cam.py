@@ -4,11 +4,12 @@ channels, weigh the channels. One forward pass per channel (2048 for a ResNet-50
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from onnxplain.server.methods.base import Attribution, ExplainJob
+from onnxplain.server.methods.base import Attribution, ExplainJob, Progress
 from onnxplain.server.methods.cam import CamMethod, cam_maps
 from onnxplain.server.methods.gradient_base import one_hot
 from onnxplain.server.methods.perturbation import check_pass_limit
@@ -21,9 +22,12 @@ class ScoreCam(CamMethod):
     description = "Score-CAM: channels weighted by the softmax of the target's score on images they mask."
     single_pass = False  # one forward pass per channel of the layer
 
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        """One pass per channel of the layer, which only its graph knows: the layer is read once to count them."""
+        return len(self._activations(job, params)) + 1
+
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
-        # Only the activation is needed: one row, a zero seed.
-        activations = self.read_layer(job, params, 0 * one_hot(job, job.scorer.targets[:1]))[0][0]
+        activations = self._activations(job, params)
         check_pass_limit(job, len(activations), "layer")
         height, width = job.spatial_size
         # pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d, i.e. aligned corners.
@@ -33,16 +37,20 @@ class ScoreCam(CamMethod):
         low = masks.min(axis=(1, 2), keepdims=True)
         high = masks.max(axis=(1, 2), keepdims=True)
         masks = (masks - low) / np.where(high > low, high - low, 1.0)
-        scores = np.concatenate(
-            [
-                job.scorer(job.image[None] * job.spatial_to_input(masks[start : start + job.batch_size]))
-                for start in range(0, len(masks), job.batch_size)
-            ]
-        )  # (channels, T)
+        batches = []
+        for start in range(0, len(masks), job.batch_size):
+            batches.append(job.scorer(job.image[None] * job.spatial_to_input(masks[start : start + job.batch_size])))
+            if job.progress is not None:
+                job.progress(Progress(start + len(batches[-1]), len(masks)))
+        scores = np.concatenate(batches)  # (channels, T)
         shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
         weights = (shifted / shifted.sum(axis=0, keepdims=True)).T
         targets = len(job.scorer.targets)
         return Attribution(cam_maps(job, np.repeat(activations[None], targets, axis=0), weights, params["relu"]))
+
+    def _activations(self, job: ExplainJob, params: Mapping[str, Any]) -> np.ndarray:
+        """(C, h, w): only the activation is needed, so one row with a zero seed."""
+        return self.read_layer(job, dict(params), 0 * one_hot(job, job.scorer.targets[:1]))[0][0]
 
 
 def _aligned(size: int, source: int) -> np.ndarray:

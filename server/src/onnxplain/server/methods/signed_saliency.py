@@ -10,11 +10,11 @@ import numpy as np
 
 from onnxplain.server.engine.gradients import BackwardResult
 from onnxplain.server.methods.base import Attribution, ExplainJob
-from onnxplain.server.methods.gradient_base import GradientMethod, channel_axis, for_every_class
+from onnxplain.server.methods.gradient_base import EveryClassMethod, channel_axis, for_every_class
 from onnxplain.server.methods.registry import register
 
 
-class ClassContrastSaliency(GradientMethod):
+class ClassContrastSaliency(EveryClassMethod):
     # +1: the target must exceed every other class (active); -1: fall below every other class (inactive).
     direction: ClassVar[int]
 

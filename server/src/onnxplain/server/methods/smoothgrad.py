@@ -5,6 +5,7 @@ normalisation). Input-shaped."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,9 @@ class NoiseTunnel(GradientMethod):
         Param("noise", "float", 0.15, "Noise sigma as a fraction of the image's value range.", at_least(0)),
         Param("seed", "int", 0, "Seed of the noise, for reproducible maps.", at_least(0)),
     )
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return params["samples"] * job.scorer.target_count
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         samples, targets = params["samples"], job.scorer.targets

@@ -21,6 +21,14 @@ def check_windows(job: ExplainJob, window: tuple[int, int], stride: tuple[int, i
         )
 
 
+def window_positions(job: ExplainJob, window: tuple[int, int], stride: tuple[int, int]) -> int:
+    """How many window positions cover the image (0 when the window does not fit: check_windows refuses it)."""
+    height, width = job.spatial_size
+    if window[0] > height or window[1] > width:
+        return 0
+    return (math.ceil((height - window[0]) / stride[0]) + 1) * (math.ceil((width - window[1]) / stride[1]) + 1)
+
+
 def window_spans(size: int, window: int, stride: int) -> np.ndarray:
     """(positions, size) bool: which pixels each window position covers along one axis."""
     positions = math.ceil((size - window) / stride) + 1

@@ -17,9 +17,10 @@ from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from onnxplain.server.engine.derived import DERIVED_MEMORY, DerivedMemory
 from onnxplain.server.methods.registry import METHODS
 from onnxplain.server.observability.call import Call, current_call
 from onnxplain.server.repository.registry import ModelRegistry, State
@@ -102,6 +103,41 @@ class ModelStates(Collector):
 
 MODEL_STATES = ModelStates()
 REGISTRY.register(MODEL_STATES)
+
+
+class DerivedMemoryMetrics(Collector):
+    """The derived-graph memory budget (engine/derived.py), read at scrape time: budget, bytes held, sessions alive,
+    evictions and refusals since start."""
+
+    def __init__(self, memory: DerivedMemory) -> None:
+        self.memory = memory
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        memory = self.memory
+        yield GaugeMetricFamily(
+            "onnxplain_derived_memory_budget_bytes",
+            "Bytes the sessions of derived graphs (backward, CAM and RISE graphs) of all models may hold",
+            value=memory.limit,
+        )
+        yield GaugeMetricFamily(
+            "onnxplain_derived_memory_used_bytes",
+            "Estimated bytes held by derived-graph sessions alive now, and by builds reserving room",
+            value=memory.used + memory.reserved,
+        )
+        yield GaugeMetricFamily("onnxplain_derived_sessions", "Derived-graph sessions alive now", value=memory.sessions)
+        yield CounterMetricFamily(
+            "onnxplain_derived_evictions",
+            "Derived-graph sessions evicted from the cache (least recently used first) to stay within the budget",
+            value=memory.evictions,
+        )
+        yield CounterMetricFamily(
+            "onnxplain_derived_refusals",
+            "Derived graphs refused (RESOURCE_EXHAUSTED) because they could not fit the memory budget",
+            value=memory.refusals,
+        )
+
+
+REGISTRY.register(DerivedMemoryMetrics(DERIVED_MEMORY))
 
 
 def observe_queue_time(model: str, seconds: float, queue: str = "batch") -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,21 +19,59 @@ from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
 from onnxplain.server.engine.session import ModelSession
-from onnxplain.server.imaging.layout import image_shape
 from onnxplain.server.imaging.preprocess import target_size
 from onnxplain.server.imaging.spec import FLOAT_INPUT_SCALE, PreprocessingSpec
+from onnxplain.server.observability.logs import shortened
 from onnxplain.server.observability.metrics import batch_observer
 from onnxplain.server.repository.config import ModelConfig, read_model_config
-from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource
-from onnxplain.server.repository.safety import external_data_problem, model_file_problem
+from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource, sample_shape
+from onnxplain.server.repository.safety import cycle_problem, external_data_problem, model_file_problem
 from onnxplain.server.repository.signature import ModelSignature, read_signature
 from onnxplain.server.repository.support import MethodChecks
 from onnxplain.server.settings import ServerSettings
 
 
 def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
+    """The model ready to serve, or ModelLoadError with the reason.
+
+    The config is read first (its reading is bounded: repository/config.py); the rest runs on a daemon thread within
+    the model's load time limit. A load that overruns (session creation or shape inference that does not end) is
+    abandoned: the model is unavailable with the reason while the others serve, the thread finishes on its own and
+    its result is dropped, and being a daemon it never keeps the process from exiting."""
     try:
         config = read_model_config(source.model_dir)
+    except Exception as error:
+        raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+    seconds, setting = load_time_limit(config, settings)
+    thread_name = f"onnxplain-load-{shortened(source.name, 40)}:{source.version}"
+    return _within(seconds, setting, lambda: _load(source, config, settings), thread_name)
+
+
+def load_time_limit(config: ModelConfig, settings: ServerSettings) -> tuple[float, str]:
+    """Seconds the model may take to load, and the setting that says so: the config may lower the server's."""
+    if config.load_timeout_s is not None and config.load_timeout_s < settings.model_load_timeout_s:
+        return config.load_timeout_s, "load_timeout_s in config.yaml"
+    return settings.model_load_timeout_s, "--model-load-timeout-s"
+
+
+def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], thread_name: str) -> LoadedModel:
+    outcome: Future[LoadedModel] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(load())
+        except BaseException as error:  # handed to the waiting caller, whatever it is
+            outcome.set_exception(error)
+
+    threading.Thread(target=run, name=thread_name, daemon=True).start()
+    try:
+        return outcome.result(timeout=seconds)
+    except FutureTimeout:
+        raise ModelLoadError(f"load did not finish within {seconds:g} s ({setting}); it was abandoned") from None
+
+
+def _load(source: ModelSource, config: ModelConfig, settings: ServerSettings) -> LoadedModel:
+    try:
         graph = _read_graph(source.path, settings)
         signature = read_signature(
             graph, input_name=config.input_name, output_name=config.output_name, layout=config.layout
@@ -52,24 +94,31 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
         num_classes = signature.num_classes
         _check_labels(config, num_classes)
         walk_problems = support_problems(
-            graph, signature.input.name, signature.output.name, _sample_shape(signature, config)
+            graph, signature.input.name, signature.output.name, sample_shape(signature, config)
+        )
+        # Derived graphs come from the graph and weights read here, never from the file again.
+        derived = DerivedGraphs(
+            graph,
+            weights_dir=source.path.parent,
+            providers=providers,
+            threads=settings.intra_op_threads,
+            scheduler=scheduler,
+        )
+        concurrent = config.max_concurrent_explanations or settings.max_concurrent_explanations
+        return LoadedModel(
+            source=source,
+            config=config,
+            signature=signature,
+            session=session,
+            num_classes=num_classes,
+            derived=derived,
+            explanations=ExplanationSlots(source.name, concurrent, settings.max_waiting_explanations),
+            checks=MethodChecks(walk_problems),
         )
     except ModelLoadError:
         raise
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
-    derived = DerivedGraphs(source.path, providers=providers, threads=settings.intra_op_threads, scheduler=scheduler)
-    concurrent = config.max_concurrent_explanations or settings.max_concurrent_explanations
-    return LoadedModel(
-        source=source,
-        config=config,
-        signature=signature,
-        session=session,
-        num_classes=num_classes,
-        derived=derived,
-        explanations=ExplanationSlots(source.name, concurrent, settings.max_waiting_explanations),
-        checks=MethodChecks(walk_problems),
-    )
 
 
 def batching_policy(config: ModelConfig, settings: ServerSettings, providers: list) -> BatchingPolicy:
@@ -98,7 +147,7 @@ def _read_graph(path: Path, settings: ServerSettings) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:
         raise ModelLoadError(f"{path.name} is not a readable ONNX model: {error}") from error
-    problem = external_data_problem(model, path, settings.max_model_bytes)
+    problem = external_data_problem(model, path, settings.max_model_bytes) or cycle_problem(model.graph)
     if problem is not None:
         raise ModelLoadError(problem)
     return model
@@ -159,21 +208,10 @@ def _check_integer_range(spec: PreprocessingSpec, dtype: np.dtype) -> None:
         )
 
 
-def _sample_shape(signature: ModelSignature, config: ModelConfig) -> tuple[int, ...] | None:
-    """The image's shape without the batch, in the model's layout, when the graph or the config fixes it."""
-    height, width = signature.spatial_size
-    if (height is None or width is None) and config.preprocessing is not None:
-        height, width = target_size(config.preprocessing) or (None, None)
-    channels = signature.channels or (config.preprocessing.channels if config.preprocessing else None)
-    if None in (height, width, channels):
-        return None
-    return image_shape(channels, height, width, signature.layout)
-
-
 def _warm_up(session: ModelSession, signature: ModelSignature, config: ModelConfig) -> ModelSignature:
     """Run one zero image when the input size is known: fails load early, and learns the output's shape (the number
     of classes, and the whole shape where the graph and shape inference leave it unknown)."""
-    shape = _sample_shape(signature, config)
+    shape = sample_shape(signature, config)
     if shape is None:
         if not signature.output.shape:
             raise ModelLoadError(

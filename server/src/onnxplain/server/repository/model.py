@@ -14,6 +14,7 @@ import onnx
 
 from onnxplain.server.engine.admission import ExplanationSlots
 from onnxplain.server.engine.backward.support import support_problems
+from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.derived import DerivedGraphs, DerivedSession, GraphBuilder
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.errors import FailedPrecondition, InvalidInput
@@ -135,9 +136,10 @@ class LoadedModel:
         probe = _reading(self.session, signature.output.name)
         return signature.with_output_shape(probe.run_output(np.zeros((1, *sample), dtype=np.float32)).shape)
 
-    def derived_session(self, key: Hashable, build: GraphBuilder) -> DerivedSession:
-        """The session of a graph derived from this model (see engine/derived.py), built once per key."""
-        return self.derived.session(key, build)
+    def derived_session(self, key: Hashable, build: GraphBuilder, token: CancelToken | None = None) -> DerivedSession:
+        """The session of a graph derived from this model (see engine/derived.py), built once per key; the token's
+        cancel or deadline ends a wait for another request's build or for a build turn."""
+        return self.derived.session(key, build, token)
 
     def label_of(self, class_index: int) -> str:
         return self.labels[class_index] if class_index < len(self.labels) else ""

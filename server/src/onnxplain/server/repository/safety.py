@@ -1,18 +1,24 @@
-"""Which files a model version may make the server read, and how many bytes.
+"""What a model version must be before the server works on it: which files it may make the server read, how many
+bytes, and a graph without cycles.
 
 ONNX external data names weight files by path, a known traversal: a tensor's `location` may say '../', an absolute
 path, ONNX Runtime's in-memory address tag (its `offset` is then read as a pointer), or a link that leads anywhere.
 A version may read only regular files inside its own folder, inside the configured repository, within a size limit.
+A graph whose nodes feed each other in a loop is refused before anything walks it: walks that follow producers
+(the output's activation, the paths gradients take) would never end on it.
 Each check returns the reason a model is refused, or None.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections import defaultdict, deque
 from pathlib import Path
 
 import onnx
+
+from onnxplain.server.engine.backward.graph import all_tensors, subgraphs
+from onnxplain.server.observability.logs import shortened
 
 # ONNX Runtime's marker for weights already in memory: the location it gives `offset` as an address to read.
 ORT_MEMORY_ADDRESS_TAG = "*/_ORT_MEM_ADDR_/*"
@@ -33,7 +39,7 @@ def external_data_problem(model: onnx.ModelProto, path: Path, max_bytes: int) ->
     file included) must fit the size limit."""
     folder = path.parent.resolve()
     files: set[Path] = set()
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
@@ -60,6 +66,58 @@ def _location_problem(location: str, folder: Path) -> str | None:
     return None
 
 
+def cycle_problem(graph: onnx.GraphProto, where: str = "the graph") -> str | None:
+    """The nodes that cannot be ordered, in the graph or any subgraph: those on a cycle and those fed by one."""
+    nodes = list(graph.node)
+    inner = [list(subgraphs(node)) for node in nodes]
+    stuck = _unorderable_nodes(nodes, inner)
+    if stuck:
+        shown = ", ".join(f"{shortened(node.name or node.output[0])!r} ({node.op_type})" for node in stuck[:5])
+        more = f" and {len(stuck) - 5} more" if len(stuck) > 5 else ""
+        return f"{where} has a cycle (ONNX graphs must be acyclic): nodes {shown}{more} are on it or fed by it"
+    for graphs in inner:
+        for subgraph in graphs:
+            problem = cycle_problem(subgraph, f"subgraph {shortened(subgraph.name)!r}")
+            if problem is not None:
+                return problem
+    return None
+
+
+def _unorderable_nodes(nodes: list[onnx.NodeProto], inner: list[list[onnx.GraphProto]]) -> list[onnx.NodeProto]:
+    """Kahn's topological sort; the nodes it never reaches. Inputs no node of this graph makes (graph inputs,
+    initializers, names of an enclosing graph) are available from the start; a node with subgraphs also waits for
+    the names they read from this graph."""
+    producers = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    consumers: defaultdict[int, list[int]] = defaultdict(list)
+    waiting = []
+    for index, (node, graphs) in enumerate(zip(nodes, inner, strict=True)):
+        reads = set(node.input).union(*(_outer_names(graph) for graph in graphs))
+        needs = {producers[name] for name in reads if name in producers}
+        for producer in needs:
+            consumers[producer].append(index)
+        waiting.append(len(needs))
+    ready = deque(index for index, count in enumerate(waiting) if count == 0)
+    while ready:
+        for consumer in consumers[ready.popleft()]:
+            waiting[consumer] -= 1
+            if waiting[consumer] == 0:
+                ready.append(consumer)
+    return [node for node, count in zip(nodes, waiting, strict=True) if count > 0]
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    """The names a subgraph's nodes (and theirs, to any depth) read from the graphs around it."""
+    defined = {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer}
+    defined |= {sparse.values.name for sparse in graph.sparse_initializer}
+    read: set[str] = set()
+    for node in graph.node:
+        defined.update(node.output)
+        read.update(node.input)
+        for subgraph in subgraphs(node):
+            read |= _outer_names(subgraph)
+    return read - defined
+
+
 def _size_problem(what: str, size: int, max_bytes: int) -> str | None:
     if size <= max_bytes:
         return None
@@ -68,35 +126,3 @@ def _size_problem(what: str, size: int, max_bytes: int) -> str | None:
 
 def _inside(path: Path, folder: Path) -> bool:
     return folder in path.parents
-
-
-def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Initializers, sparse initializers and tensor attributes, in the main graph, every subgraph and every function:
-    wherever ONNX Runtime may look for external data."""
-    yield from _graph_tensors(model.graph)
-    for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node)
-
-
-def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    for node in graph.node:
-        yield from _node_tensors(node)
-
-
-def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
-    for attribute in node.attribute:
-        if attribute.HasField("t"):
-            yield attribute.t
-        yield from attribute.tensors
-        if attribute.HasField("sparse_tensor"):
-            yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
-        for sparse in attribute.sparse_tensors:
-            yield from (sparse.values, sparse.indices)
-        if attribute.HasField("g"):
-            yield from _graph_tensors(attribute.g)
-        for graph in attribute.graphs:
-            yield from _graph_tensors(graph)

@@ -1,0 +1,160 @@
+"""One method on a loaded model, called as Explain calls it (handlers/attribution.py), and what the call found.
+
+The check asks whether a method runs, not for a good map, and a model's whole check must stay short:
+- a method of many passes is called with few of them (cheap_parameters);
+- a method whose passes grow with the model, not with its parameters (one backward row per class for CLEAR and the
+  class-contrast saliencies, one forward per channel for Score-CAM: a thousand on an ImageNet model), is stopped
+  after its second batch when it needs more than MAX_PASSES passes. Its graphs were built and ran, on two batches;
+  the maps of a stopped call are not checked, and its time is estimated from the second batch.
+A first call also builds the graphs a method derives from the model, so a method that runs to the end is called
+twice and the second call is the one timed; unless the first needed more than MAX_PASSES passes, beside which
+building its graphs costs little.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.errors import Cancelled
+from onnxplain.server.handlers.attribution import resolve_method, run_method
+from onnxplain.server.handlers.forward import score_images
+from onnxplain.server.handlers.models import MethodSupport
+from onnxplain.server.imaging.layout import spatial_size
+from onnxplain.server.methods.base import Progress, Scorer
+from onnxplain.server.repository.model import LoadedModel
+from onnxplain.server.settings import ServerSettings
+
+Verdict = Literal["ok", "stopped", "unsupported", "failed"]
+# Timed forward passes of the probe image; the fastest is the unit of the methods' times.
+FORWARD_REPEATS = 5
+# A call that needs more passes than this is stopped after its second batch.
+MAX_PASSES = 64
+
+
+def cheap_parameters(name: str, height: int, width: int) -> dict[str, Any]:
+    """Overrides that make a costly method cheap on an image of height x width: few samples, masks, segments and
+    steps, and windows a quarter of the image side."""
+    window = [max(1, height // 4), max(1, width // 4)]
+    few_samples = {"samples": 2}
+    segments = {"n_segments": 8}
+    sampled_segments = {**segments, "num_samples": 16}
+    return {
+        "feature_ablation": segments,
+        "feature_visualization": {"steps": 2},
+        "integrated_gradients": {"steps": 4},
+        "kernel_shap": sampled_segments,
+        "lime": sampled_segments,
+        "occlusion": {"window": window, "stride": window},
+        "prediction_difference": {"window": window, "stride": window, "num_samples": 2},
+        "rise": {"num_masks": 16},
+        "smoothgrad": few_samples,
+        "smoothgrad_sq": few_samples,
+        "vargrad": few_samples,
+    }.get(name, {})
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    name: str
+    family: str
+    # What model metadata says before any call, and why.
+    supported: bool
+    reason: str
+    verdict: Verdict
+    # Why a call failed (empty unless the verdict is "failed").
+    failure: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # The timed call's seconds (estimated for the whole call when it was stopped), and the passes that ran of it.
+    seconds: float | None = None
+    forward_passes: int = 0
+    backward_passes: int = 0
+    # For a stopped call: how many of the passes the whole call needs had run.
+    stopped_after: int | None = None
+    passes_needed: int | None = None
+
+
+def forward_seconds(model: LoadedModel, image: np.ndarray) -> float:
+    """The fastest of a few plain forward passes of `image`, as Explain scores it."""
+    times = []
+    for _ in range(FORWARD_REPEATS):
+        started = time.perf_counter()
+        score_images(model, [image])
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def try_method(
+    model: LoadedModel, support: MethodSupport, image: np.ndarray, scores: np.ndarray, settings: ServerSettings
+) -> MethodOutcome:
+    """The method's outcome on `image` (whose raw scores are `scores`), explaining its top class."""
+    outcome = MethodOutcome(support.name, support.family, support.supported, support.reason, "unsupported")
+    if not support.supported:
+        return outcome
+    overrides = cheap_parameters(support.name, *spatial_size(image.shape, model.signature.layout))
+    outcome = replace(outcome, parameters=overrides)
+    try:
+        first = _call(model, outcome, image, scores, settings)
+        if first.verdict == "stopped" or first.forward_passes > MAX_PASSES:
+            return first
+        return _call(model, outcome, image, scores, settings)
+    except Exception as error:  # any failure of a method metadata calls supported is what the check reports
+        return replace(outcome, verdict="failed", failure=f"{type(error).__name__}: {error}")
+
+
+def _call(
+    model: LoadedModel, outcome: MethodOutcome, image: np.ndarray, scores: np.ndarray, settings: ServerSettings
+) -> MethodOutcome:
+    """One timed call: verdict "ok" when it ran to the end, "stopped" when _Stopper stopped it."""
+    stopper = _Stopper()
+    method, params = resolve_method(outcome.name, outcome.parameters, model)
+    scorer = Scorer(model, [int(np.argmax(scores))], "raw", stopper.token)
+    started = time.perf_counter()
+    try:
+        run_method(method, params, image, scores, scorer, settings, progress=stopper)
+    except Cancelled:
+        if not stopper.stopped:
+            raise
+    passes = scorer.passes
+    outcome = replace(outcome, forward_passes=passes.forward, backward_passes=passes.backward)
+    if stopper.stopped:
+        done, needed = stopper.passes
+        return replace(outcome, verdict="stopped", seconds=stopper.estimate(), stopped_after=done, passes_needed=needed)
+    return replace(outcome, verdict="ok", seconds=time.perf_counter() - started)
+
+
+class _Stopper:
+    """A call's progress callback: stops a call of more than MAX_PASSES passes after its second batch, and
+    estimates the whole call's time from that batch. A method may run phases of passes (Score-CAM reads its layer
+    in one backward pass, then scores one masked image per channel): the batches of the current phase count."""
+
+    def __init__(self) -> None:
+        self.token = CancelToken()
+        self.reports: list[tuple[float, Progress]] = []
+
+    @property
+    def stopped(self) -> bool:
+        return self.token.cancelled
+
+    @property
+    def passes(self) -> tuple[int, int]:
+        """Passes done and passes the whole phase needs, as the method last reported them."""
+        last = self.reports[-1][1]
+        return last.passes_done, last.passes_total
+
+    def estimate(self) -> float:
+        """The whole phase's seconds at the pace of its last batch."""
+        (first, before), (second, after) = self.reports[-2:]
+        return (second - first) / (after.passes_done - before.passes_done) * after.passes_total
+
+    def __call__(self, progress: Progress) -> None:
+        if self.reports and self.reports[-1][1].passes_total != progress.passes_total:
+            self.reports.clear()
+        self.reports.append((time.perf_counter(), progress))
+        unfinished = progress.passes_done < progress.passes_total
+        if len(self.reports) == 2 and unfinished and progress.passes_total > MAX_PASSES:
+            self.token.cancel()

@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2 as oip_pb
 from tritonclient.grpc import service_pb2_grpc as oip_grpc
 
 from onnxplain.server.demo import REPOSITORY, SAMPLES
+from onnxplain.server.observability.metrics import method_label
 from onnxplain.v1 import explain_service_pb2 as pb
 from onnxplain.v1 import explain_service_pb2_grpc as pb_grpc
 
@@ -329,3 +330,12 @@ def test_calls_refused_by_auth_are_counted_and_logged(tmp_path) -> None:
         assert TOKEN not in "".join(refused.output)
     finally:
         assert refused.stop() == 0, "".join(refused.output)
+
+
+@pytest.mark.parametrize(
+    ("methods", "label"),
+    [("rise", "rise"), ("rise,no-such-method", "rise"), ("no-such-method", ""), ("rise,occlusion", "several")],
+)
+def test_the_method_label_takes_a_bounded_set_of_values(methods: str, label: str) -> None:
+    # An Evaluate request naming k explainers would otherwise make one series per combination of method names.
+    assert method_label(methods) == label

@@ -26,7 +26,7 @@ from support.models import IR_VERSION, SmallCNN, export, write_model
 from support.servers import RunningServer, run_cli, start_server
 from support.variants import regression_output_first
 
-from onnxplain.client import AsyncClient, Client, OnnxplainError
+from onnxplain.client import AsyncClient, Client, MethodSpec, OnnxplainError
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.repository.loader import load_model
 from onnxplain.server.repository.model import LoadedModel, ModelSource
@@ -221,6 +221,21 @@ def test_the_heads_of_one_image_differ(client) -> None:
     image = random_image(9)
     maps = [client.explain("captcha", image, method="saliency", target=3, output=o).attribution for o in DIGITS]
     assert all(not np.allclose(maps[0], other) for other in maps[1:])
+
+
+@pytest.mark.parametrize("output", ["digit1", "digit3"])
+def test_evaluate_takes_the_head(client, captcha, output) -> None:
+    image = random_image(11)
+    with torch.no_grad():
+        expected = head_scores(captcha, output)(torch.from_numpy(image)[None])[0].numpy()
+    maps = np.random.default_rng(4).random((1, *IMAGE_SHAPE[1:])).astype(np.float32)
+    evaluation = client.evaluate(
+        "captcha", image, methods=[MethodSpec(attributions=[maps])], metrics=["deletion"], output=output, step=48
+    )
+    (scores,) = evaluation.explainers[0].images[0]
+    # The default target is the head's top class, and deletion's first point is its probability on the whole image.
+    assert scores.class_index == int(np.argmax(expected))
+    np.testing.assert_allclose(scores.curves["deletion"][0], expected.max(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("output", ["boxes", "probabilities"])

@@ -40,9 +40,9 @@ def test_pixels_are_limited_per_request_not_only_per_image(demo: LoadedModel) ->
     images = encoded_samples(4)
     total = sum(cv2.imread(str(SAMPLES[i])).shape[0] * cv2.imread(str(SAMPLES[i])).shape[1] for i in range(4))
     limits = ServerSettings(model_repository=REPOSITORY).limits
-    assert len(prepare_images(demo, images, replace(limits, max_request_pixels=total))) == 4
+    assert len(prepare_images(demo, images, replace(limits, max_request_pixels=total), CancelToken())) == 4
     with pytest.raises(InvalidInput, match=rf"{total} pixels together, above the limit of {total - 1} per request"):
-        prepare_images(demo, images, replace(limits, max_request_pixels=total - 1))
+        prepare_images(demo, images, replace(limits, max_request_pixels=total - 1), CancelToken())
 
 
 def cancel_on_first_decode(monkeypatch: pytest.MonkeyPatch) -> tuple[CancelToken, list]:

@@ -151,3 +151,15 @@ def test_segment_overlays_outline_the_segments(demo_client: Client) -> None:
     white = (picture == 255).all(axis=2)
     columns = np.flatnonzero(white.all(axis=0))
     assert len(columns) > 0 and all(48 <= c <= 60 for c in columns), columns
+
+
+def test_score_cam_streams_its_progress_over_the_layers_channels(demo_client: Client) -> None:
+    # One masked forward per channel: without progress a stream (and `onnxplain check`) sees nothing until the end.
+    image = SAMPLES / "digit_3_clean.png"
+    events = list(demo_client.explain_stream("digits", image, method="score_cam"))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert isinstance(events[-1], Explanation)
+    # After the pass that reads the layer, the masked passes count up to the channel count.
+    assert progress and 1 < progress[-1].passes_done == progress[-1].passes_total
+    unary = demo_client.explain("digits", image, method="score_cam")
+    np.testing.assert_allclose(events[-1].attribution, unary.attribution, atol=1e-6)

@@ -254,6 +254,7 @@ class AsyncClient:
         version: str = "",
         score_space: ScoreSpaceName | None = None,
         regions: RegionsLike = None,
+        output: str = "",
         timeout: float | None = None,
         **params: ParameterValue,
     ) -> Evaluation:
@@ -261,8 +262,8 @@ class AsyncClient:
         parameters, or maps you already have); `metrics` are names from `metrics()` (empty: deletion, insertion,
         faithfulness_correlation, infidelity, and the localisation metrics when `regions` are given); `**params`
         are metric parameters, e.g. step=224. `regions` is a Region (one image) or a list with one per image.
-        score_space None keeps each metric's published convention."""
-        args = EvaluateArgs(model, images, methods, metrics, target, version, score_space, regions, params)
+        score_space None keeps each metric's published convention. `output` names the head of a multi-head model."""
+        args = EvaluateArgs(model, images, methods, metrics, target, version, score_space, regions, params, output)
         return await self._call(calls.evaluate(args), timeout)
 
     async def metrics(self, *, timeout: float | None = None) -> list[MetricInfo]:

@@ -135,6 +135,7 @@ class EvaluateArgs:
     score_space: ScoreSpaceName | None
     regions: RegionsLike
     params: Mapping[str, object]
+    output: str = ""
 
 
 def evaluate(args: EvaluateArgs) -> Call[Evaluation]:
@@ -148,6 +149,7 @@ def evaluate(args: EvaluateArgs) -> Call[Evaluation]:
         parameters=to_parameters(args.params),
         regions=to_regions(args.regions),
         score_space=_choose(_SCORE_SPACES, args.score_space, "score_space") if args.score_space else 0,
+        output=args.output,
     )
     _add_images(request, messages)
     return Call("Evaluate", request, parse_evaluation)

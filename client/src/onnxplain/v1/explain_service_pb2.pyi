@@ -352,7 +352,7 @@ class Explainer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., attributions: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model_name", "model_version", "images", "targets", "explainers", "metrics", "parameters", "regions", "score_space")
+    __slots__ = ("model_name", "model_version", "images", "targets", "explainers", "metrics", "parameters", "regions", "score_space", "output")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +369,7 @@ class EvaluateRequest(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     REGIONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_SPACE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
@@ -378,7 +379,8 @@ class EvaluateRequest(_message.Message):
     parameters: _containers.MessageMap[str, Parameter]
     regions: _containers.RepeatedCompositeFieldContainer[Region]
     score_space: ScoreSpace
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., explainers: _Optional[_Iterable[_Union[Explainer, _Mapping]]] = ..., metrics: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ...) -> None: ...
+    output: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., explainers: _Optional[_Iterable[_Union[Explainer, _Mapping]]] = ..., metrics: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Mapping[str, Parameter]] = ..., regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., score_space: _Optional[_Union[ScoreSpace, str]] = ..., output: _Optional[str] = ...) -> None: ...
 
 class TargetScores(_message.Message):
     __slots__ = ("class_index", "label", "values", "curves")

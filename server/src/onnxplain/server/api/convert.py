@@ -143,6 +143,7 @@ def evaluate_query(request: pb.EvaluateRequest) -> schema.EvaluateQuery:
         parameters={name: parameter_value(name, value) for name, value in request.parameters.items()},
         regions=[region_query(region) for region in request.regions],
         score_space=spaces.get(request.score_space),
+        output=request.output,
     )
 
 

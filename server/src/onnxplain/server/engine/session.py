@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -230,6 +231,13 @@ class ModelSession(FixedBatchRuns):
         self.fixed_batch = fixed_batch
         input_type = next(i.type for i in self._session.get_inputs() if i.name == input_name)
         self._input_dtype = np.dtype(_INPUT_DTYPES.get(input_type, np.float32))
+
+    def reading(self, output_name: str) -> ModelSession:
+        """This session reading another of the model's outputs: the same ONNX Runtime session and scheduler (runs
+        for different outputs are never merged into one batch: the scheduler keys merges on the output names)."""
+        view = copy.copy(self)
+        view.output_name = output_name
+        return view
 
     @property
     def providers(self) -> list[str]:

@@ -73,7 +73,7 @@ def evaluate(
     registry: ModelRegistry, query: EvaluateQuery, settings: ServerSettings, token: CancelToken
 ) -> EvaluateResult:
     started = time.perf_counter()
-    model = registry.get(query.model, query.version)
+    model = registry.get(query.model, query.version).head(query.output)
     metrics = select_metrics(query.metrics, bool(query.regions))
     owner = f"metrics {', '.join(metric.name for metric in metrics)}"
     params = parse_parameters(metric_parameters(metrics), query.parameters, owner)
@@ -84,7 +84,7 @@ def evaluate(
     names = [explainer.name for explainer in explainers]
     if len(set(names)) != len(names):
         raise InvalidInput(f"explainer names must differ, got {', '.join(names)}")
-    images = prepare_images(model, query.images, settings.limits)
+    images = prepare_images(model, query.images, settings.limits, token)
     passes = PassCounter()
     scores = score_images(model, [image.tensor for image in images], token, passes)
     limit = settings.limits.max_targets

@@ -14,7 +14,7 @@ import numpy as np
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.errors import InvalidInput, Unavailable
 from onnxplain.server.handlers.response_size import check_response_size, infer_response_bytes
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.registry import ModelRegistry
 from onnxplain.server.repository.signature import TensorSpec

@@ -50,7 +50,7 @@ _DECODE_TURNS = threading.BoundedSemaphore(os.cpu_count() or 1)
 
 
 def prepare_images(
-    model: LoadedModel, images: list[ImageInput], limits: Limits, token: CancelToken | None = None
+    model: LoadedModel, images: list[ImageInput], limits: Limits, token: CancelToken
 ) -> list[PreparedImage]:
     """The images as model inputs; every count and size limit is checked before the first image is decoded, and a
     cancelled or expired call stops between images."""
@@ -61,8 +61,7 @@ def prepare_images(
     _check_request_pixels(images, limits)
     prepared = []
     for index, image in enumerate(images):
-        if token is not None:
-            token.raise_if_cancelled()
+        token.raise_if_cancelled()
         prepared.append(_prepare(model, image, index, limits, token))
     return prepared
 
@@ -86,19 +85,16 @@ def _check_request_pixels(images: list[ImageInput], limits: Limits) -> None:
 
 
 @contextmanager
-def _decoding_turn(token: CancelToken | None) -> Iterator[None]:
+def _decoding_turn(token: CancelToken) -> Iterator[None]:
     while not _DECODE_TURNS.acquire(timeout=CANCEL_POLL_SECONDS):
-        if token is not None:
-            token.raise_if_cancelled()
+        token.raise_if_cancelled()
     try:
         yield
     finally:
         _DECODE_TURNS.release()
 
 
-def _prepare(
-    model: LoadedModel, image: ImageInput, index: int, limits: Limits, token: CancelToken | None
-) -> PreparedImage:
+def _prepare(model: LoadedModel, image: ImageInput, index: int, limits: Limits, token: CancelToken) -> PreparedImage:
     try:
         if image.encoded is not None:
             prepared = _from_encoded(model, image.encoded, limits, token)
@@ -114,7 +110,7 @@ def _prepare(
         raise InvalidInput(f"image {index}: {error}") from error
 
 
-def _from_encoded(model: LoadedModel, data: bytes, limits: Limits, token: CancelToken | None) -> PreparedImage:
+def _from_encoded(model: LoadedModel, data: bytes, limits: Limits, token: CancelToken) -> PreparedImage:
     spec = model.preprocessing
     if spec is None:
         raise InvalidInput(

@@ -171,6 +171,8 @@ class EvaluateQuery:
     regions: list[RegionQuery] = field(default_factory=list)
     # None: each metric's own convention.
     score_space: ScoreSpace | None = None
+    # The output head evaluated; "" is the model's default.
+    output: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.handlers.schema import TargetQuery
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 
 
 def resolve_targets(

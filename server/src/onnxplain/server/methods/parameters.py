@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from onnxplain.server.errors import InvalidInput
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 
 # No parameter means anything beyond this; larger values only overflow int64 fields or float arithmetic downstream.
 MAX_MAGNITUDE = 1e15

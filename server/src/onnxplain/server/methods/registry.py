@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import AttributionMethod
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 
 METHODS: dict[str, AttributionMethod] = {}
 

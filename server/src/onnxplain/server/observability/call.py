@@ -16,11 +16,11 @@ from typing import Any
 
 import grpc
 
+from onnxplain.server.observability.names import shortened
+
 REQUEST_ID_KEY = "x-request-id"
 # A client's id is echoed and logged as is only when it is short printable ASCII; anything else is replaced.
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-# Names from the request are logged as sent, cut to this length: they are untrusted input.
-_MAX_LOGGED_NAME = 200
 
 
 @dataclass
@@ -44,8 +44,8 @@ class Call:
             request = request.request
         # Our API and OIP's ModelInfer name the model `model_name`; OIP's ModelReady and ModelMetadata call it `name`.
         field = "model_name" if _has(request, "model_name") else "name"
-        self.model = str(getattr(request, field, ""))[:_MAX_LOGGED_NAME]
-        self.method = ",".join(sorted(set(_methods(request))))[:_MAX_LOGGED_NAME]
+        self.model = shortened(str(getattr(request, field, "")))
+        self.method = shortened(",".join(sorted(set(_methods(request)))))
         self.images = len(request.images) if _has(request, "images") else 0
 
     def count_passes(self, response: Any) -> None:

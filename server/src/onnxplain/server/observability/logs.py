@@ -19,6 +19,7 @@ from typing import Literal
 import grpc
 
 from onnxplain.server.observability.call import Call, current_call
+from onnxplain.server.observability.names import shortened
 
 LogFormat = Literal["json", "text"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
@@ -26,19 +27,12 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Codes that mean the server failed, not the client: logged as errors.
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
-# Names (models, methods, parameters, outputs) echoed in logs and error messages keep this many characters.
-MAX_SHOWN_NAME = 200
 # A call's error message in its log record keeps this many (it may quote a caller's values).
 MAX_LOGGED_MESSAGE = 2000
 # C0 and C1 control characters (newline, carriage return, escape, NEL) and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 requests_log = logging.getLogger("onnxplain.requests")
-
-
-def shortened(text: str, limit: int = MAX_SHOWN_NAME) -> str:
-    """The text as logs and messages echo it: at most `limit` characters, then '…' where it was cut."""
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def escape_controls(text: str) -> str:

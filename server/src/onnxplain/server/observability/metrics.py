@@ -65,7 +65,8 @@ BACKWARD_PASSES = Counter(
 )
 QUEUE_DURATION = Histogram(
     "onnxplain_queue_duration_seconds",
-    "Time work waited before it ran: for a worker thread (queue=worker) or in a model's batch queue (queue=batch)",
+    "Time work waited before it ran: for a turn of long work (queue=admission), a worker thread (queue=worker) or in a "
+    "model's batch queue (queue=batch)",
     ["model", "queue"],
     buckets=QUEUE_BUCKETS,
     registry=REGISTRY,
@@ -197,9 +198,17 @@ def model_label(model: str) -> str:
     return model if MODEL_STATES.known(model) else ""
 
 
+# The label of a call that names several methods (an Evaluate request comparing explainers): one value, so no
+# combination of method names becomes a series of its own.
+SEVERAL_METHODS = "several"
+
+
 def method_label(methods: str) -> str:
-    """The call's known methods, comma-joined (an Evaluate request may name several)."""
-    return ",".join(name for name in methods.split(",") if name in METHODS)
+    """The call's method when the registry knows it, "several" when it names more than one, else ""."""
+    known = {name for name in methods.split(",") if name in METHODS}
+    if len(known) > 1:
+        return SEVERAL_METHODS
+    return known.pop() if known else ""
 
 
 def serve_metrics(host: str, port: int, registry: ModelRegistry) -> Callable[[], None]:

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 import yaml
 
 from onnxplain.server.imaging.spec import ColorOrder, Interpolation, Layout, PreprocessingSpec
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 
 OutputKind = Literal["logits", "probabilities"]
 CONFIG_NAMES = ("config.yaml", "config.yml", "config.json")

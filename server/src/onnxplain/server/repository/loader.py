@@ -21,8 +21,8 @@ from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
 from onnxplain.server.engine.session import ModelSession
 from onnxplain.server.imaging.preprocess import target_size
 from onnxplain.server.imaging.spec import FLOAT_INPUT_SCALE, PreprocessingSpec
-from onnxplain.server.observability.logs import shortened
 from onnxplain.server.observability.metrics import batch_observer
+from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.config import ModelConfig, read_model_config
 from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource, sample_shape
 from onnxplain.server.repository.safety import cycle_problem, external_data_problem, model_file_problem

@@ -3,7 +3,6 @@ derived from it, and its views that explain another of its outputs (heads)."""
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from onnxplain.server.errors import FailedPrecondition, InvalidInput
 from onnxplain.server.imaging.layout import image_shape
 from onnxplain.server.imaging.preprocess import target_size
 from onnxplain.server.imaging.spec import PreprocessingSpec
+from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.config import ModelConfig, OutputKind
 from onnxplain.server.repository.signature import ModelSignature, SignatureError
 from onnxplain.server.repository.support import MethodChecks
@@ -110,13 +110,13 @@ class LoadedModel:
             graph = onnx.load(str(self.source.path), load_external_data=False)
             signature = self._probed(self.signature.with_head(graph.graph, spec))
         except SignatureError as error:
-            raise InvalidInput(f"model {self.name!r} cannot explain output {output!r}: {error}") from error
+            raise InvalidInput(f"model {self.name!r} cannot explain output {shortened(output)!r}: {error}") from error
         sample = sample_shape(signature, self.config)
         return replace(
             self,
             config=replace(self.config, labels=(), output_kind=None, output_name=output),
             signature=signature,
-            session=_reading(self.session, output),
+            session=self.session.reading(output),
             num_classes=signature.num_classes,
             checks=MethodChecks(support_problems(graph, signature.input.name, output, sample)),
         )
@@ -133,7 +133,7 @@ class LoadedModel:
                 "and shape inference cannot tell it; give the input size (preprocessing.resize [height, width] or "
                 "center_crop in config.yaml) so one run can"
             )
-        probe = _reading(self.session, signature.output.name)
+        probe = self.session.reading(signature.output.name)
         return signature.with_output_shape(probe.run_output(np.zeros((1, *sample), dtype=np.float32)).shape)
 
     def derived_session(self, key: Hashable, build: GraphBuilder, token: CancelToken | None = None) -> DerivedSession:
@@ -162,11 +162,3 @@ def sample_shape(signature: ModelSignature, config: ModelConfig) -> tuple[int, .
     if None in (height, width, channels):
         return None
     return image_shape(channels, height, width, signature.layout)
-
-
-def _reading(session: ModelSession, output: str) -> ModelSession:
-    """The model's session reading another of its outputs: the same ONNX Runtime session and scheduler (runs for
-    different outputs are never merged into one batch: the scheduler keys merges on the output names)."""
-    view = copy.copy(session)
-    view.output_name = output
-    return view

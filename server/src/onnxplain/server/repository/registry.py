@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from onnxplain.server.errors import FailedPrecondition, NotFound, OnnxplainError, Unavailable
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource
 
 State = Literal["unloaded", "loading", "ready", "unavailable"]

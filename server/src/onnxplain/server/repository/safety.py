@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 
 from onnxplain.server.engine.backward.graph import all_tensors, subgraphs
-from onnxplain.server.observability.logs import shortened
+from onnxplain.server.observability.names import shortened
 
 # ONNX Runtime's marker for weights already in memory: the location it gives `offset` as an address to read.
 ORT_MEMORY_ADDRESS_TAG = "*/_ORT_MEM_ADDR_/*"

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnxplain.server.imaging.spec import Layout
+from onnxplain.server.observability.names import shortened
 
 _PASS_THROUGH_OPS = {"Identity", "Flatten", "Reshape", "Squeeze", "Cast"}
 _PROBABILITY_OPS = {"Softmax", "Sigmoid"}
@@ -117,7 +118,9 @@ class ModelSignature:
         with_output_shape completes it."""
         output = next((spec for spec in self.outputs if spec.name == name), None)
         if output is None:
-            raise SignatureError(f"the model has no output {name!r}; its outputs are {_listed(self.outputs)}")
+            raise SignatureError(
+                f"the model has no output {shortened(name)!r}; its outputs are {_listed(self.outputs)}"
+            )
         problem = _head_problem(output)
         if problem is not None:
             raise SignatureError(f"{problem}; the outputs that hold class scores are {list(self.heads)}")

@@ -339,3 +339,18 @@ def test_calls_refused_by_auth_are_counted_and_logged(tmp_path) -> None:
 def test_the_method_label_takes_a_bounded_set_of_values(methods: str, label: str) -> None:
     # An Evaluate request naming k explainers would otherwise make one series per combination of method names.
     assert method_label(methods) == label
+
+
+@pytest.mark.parametrize("rpc", ["/onnxplain.v1.ExplainService/Predict", "/inference.GRPCInferenceService/ModelInfer"])
+def test_an_undecodable_request_is_invalid_argument_logged_and_counted(server, rpc: str) -> None:
+    before = scrape(server)
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.unary_unary(rpc, request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
+        with pytest.raises(grpc.RpcError) as error:
+            call(b"\xff\xff\xff\xff\x0f", timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid message" in error.value.details()
+    after = scrape_counting(server, before, calls=1)
+    name = rpc.rsplit("/", 1)[-1]
+    labels = {"rpc": name, "model": "", "method": "", "code": "INVALID_ARGUMENT"}
+    assert grew(before, after, "onnxplain_requests_total", **labels) == 1

@@ -3,6 +3,8 @@
 It wraps the handler's behaviour instead of the handler, because only the behaviour sees the request message
 (model, method) and the responses (passes), and only it ends with the final status. Streamed responses pass
 through one by one as they are produced. Health checks and reflection are probes, not requests: left alone.
+A unary request whose bytes are not the RPC's message reaches the behaviour as an UndecodableRequest, and the call is
+answered INVALID_ARGUMENT, logged and counted, where gRPC alone would answer a bare UNKNOWN.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ _WRAP = {
 }
 
 
+class UndecodableRequest:
+    """What a unary request's bytes decoded to when they are not the RPC's message."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
@@ -42,10 +51,29 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         rpc, call_id = rpc_name(details.method), request_id(details.invocation_metadata)
         # A streaming behaviour is an async generator, or a coroutine that writes through the context.
         wrap = _observe_stream if inspect.isasyncgenfunction(behaviour) else _observe_unary
+        unary_request = not handler.request_streaming
+        deserializer = handler.request_deserializer
         return make_handler(
-            wrap(behaviour, rpc, call_id, unary_request=not handler.request_streaming),
-            request_deserializer=handler.request_deserializer,
+            wrap(behaviour, rpc, call_id, unary_request=unary_request),
+            request_deserializer=_tolerant(deserializer) if unary_request and deserializer else deserializer,
             response_serializer=handler.response_serializer,
+        )
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # protobuf's DecodeError, or whatever a custom deserializer raises
+            return UndecodableRequest(f"{type(error).__name__}: {error}")
+
+    return decode
+
+
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, UndecodableRequest):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message for this RPC ({request.problem})"
         )
 
 
@@ -53,6 +81,7 @@ def _observe_unary(behaviour: Callable[..., Awaitable[Any]], rpc: str, call_id: 
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = _begin(request if unary_request else None, context, rpc, call_id)
         with _observing(call, context):
+            await _refuse_undecodable(request, context)
             response = await behaviour(request, context)
             call.count_passes(response)
             return response
@@ -64,6 +93,7 @@ def _observe_stream(behaviour: Callable[..., AsyncIterator[Any]], rpc: str, call
     async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = _begin(request if unary_request else None, context, rpc, call_id)
         with _observing(call, context):
+            await _refuse_undecodable(request, context)
             async with aclosing(behaviour(request, context)) as responses:
                 async for response in responses:
                     call.count_passes(response)

@@ -224,3 +224,11 @@ def test_a_graph_the_build_refuses_turns_metadata_to_unsupported(client) -> None
     assert not after.supported and after.reason in error.message
     again = failure(lambda: client.explain("lone_quantize", image, method="saliency", target=0))
     assert again.code is grpc.StatusCode.FAILED_PRECONDITION and after.reason in again.message
+
+
+@pytest.mark.parametrize("method", ["grad_cam", "score_cam", "feature_visualization"])
+def test_a_layer_the_model_lacks_is_refused_from_the_graph_names(client, method) -> None:
+    image = np.random.default_rng(2).normal(size=(3, 16, 16)).astype(np.float32)
+    error = failure(lambda: client.explain("softmax_cnn", image, method=method, layer="no_such_tensor"))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT, error.message
+    assert "no tensor named 'no_such_tensor'" in error.message

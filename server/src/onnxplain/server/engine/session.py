@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -101,6 +102,17 @@ class SharedWeights:
             _refer_to_file(tensor, self._files[tensor.name], array.nbytes)
         # ONNX Runtime reads the arrays' memory for as long as a session lives: the OrtValues keep them.
         self._values = {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self._arrays.items()}
+
+    @functools.cached_property
+    def tensor_names(self) -> frozenset[str]:
+        """Every tensor the main graph holds or computes, so a name a request gives (a CAM layer) is checked before
+        any graph is built for it."""
+        graph = self._graph.graph
+        return frozenset(
+            [value.name for value in graph.input]
+            + [tensor.name for tensor in graph.initializer]
+            + [name for node in graph.node for name in node.output if name]
+        )
 
     @property
     def nbytes(self) -> int:

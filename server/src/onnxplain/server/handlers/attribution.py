@@ -23,6 +23,7 @@ def resolve_method(
     """The method and its checked parameters, or a clear error when it is unknown or cannot run on the model."""
     method = get_method(name)
     params = parse_parameters(method.parameters, parameters, f"method {method.name!r}")
+    method.check_parameters(model, params)
     reason = method.unsupported_reason(model, params)
     if reason:
         raise FailedPrecondition(f"method {method.name!r} cannot run on model {model.name!r}: {reason}")

@@ -182,6 +182,11 @@ class AttributionMethod(ABC):
         """Why this method cannot run on the model (with these parameters, when given), or None when it can."""
         return None
 
+    def check_parameters(self, model: LoadedModel, params: Mapping[str, Any]) -> None:
+        """Raise InvalidInput for checked parameters that cannot fit this model (a layer it does not have), before
+        any work or graph build; most methods' parameters fit any model."""
+        return None
+
     @abstractmethod
     def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
         """The most forward passes (a backward run counts as one) `attribute` takes on this job with these checked

@@ -16,8 +16,10 @@ import numpy as np
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
 from onnxplain.server.engine.backward.support import INPUT_GRADIENT
 from onnxplain.server.engine.gradients import BackwardResult, BackwardSession, BackwardSpec, backward_session
+from onnxplain.server.errors import InvalidInput
 from onnxplain.server.methods.base import AttributionMethod, ExplainJob, Family, Progress
 from onnxplain.server.methods.perturbation import check_pass_limit
+from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.model import LoadedModel
 
 # A backward run keeps the forward activations alive for the VJPs: about twice a forward's memory per row.
@@ -36,6 +38,14 @@ class GradientMethod(AttributionMethod):
     def walks_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         """The walks a call with these parameters needs."""
         return self.walks
+
+    def check_parameters(self, model: LoadedModel, params: Mapping[str, Any]) -> None:
+        layer = params.get("layer")
+        if layer and layer not in model.derived.weights.tensor_names:
+            raise InvalidInput(
+                f"parameter 'layer': model {model.name!r} has no tensor named {shortened(layer)!r} (the name of a "
+                "node's output, as Netron shows it)"
+            )
 
     def spec(self, job: ExplainJob, params: dict[str, Any]) -> BackwardSpec:
         """The backward graph this method needs; input gradients with the method's rule set by default."""

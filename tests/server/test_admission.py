@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +47,9 @@ class GatedMethod(AttributionMethod):
         self.gate = threading.Event()
         self.started = 0
         self._lock = threading.Lock()
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return 0
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         with self._lock:

@@ -10,7 +10,7 @@ BDP growth) and each map is 1 MB, so the transport holds at most the one message
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -49,6 +49,9 @@ class PartialsMethod(AttributionMethod):
         self.all_reported = threading.Event()
         self.gate = threading.Event()
         self.fail = False
+
+    def forward_passes(self, job: ExplainJob, params: Mapping[str, Any]) -> int:
+        return 0
 
     def attribute(self, job: ExplainJob, params: dict[str, Any]) -> Attribution:
         shape = (len(job.scorer.targets), *job.spatial_size)

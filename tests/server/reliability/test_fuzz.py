@@ -266,7 +266,7 @@ renders = st.builds(
     overlay_png=st.booleans(),
     colormap=st.sampled_from(["", "jet", "inferno", "viridis"]),
     alpha=st.sampled_from([0.0, 0.3]),
-    polarity=st.integers(0, 4),
+    polarity=st.integers(0, 3),
 )
 hostile_renders = st.builds(
     pb.RenderOptions,
@@ -293,7 +293,10 @@ def explain_requests(draw: st.DrawFn, broken: str) -> pb.ExplainRequest:
         model_version=version,
         images=draw(hostile_images if broken == "images" else valid_images),
         method=method,
-        parameters=draw(parameters(METHOD_PARAMETERS.get(method, []), hostile=broken == "parameters")),
+        # A request with nothing broken is valid: its method's defaults (plausible values may be of the wrong kind).
+        parameters={}
+        if broken == "nothing"
+        else draw(parameters(METHOD_PARAMETERS.get(method, []), hostile=broken == "parameters")),
         targets=draw(hostile_targets if broken == "targets" else valid_targets),
         attribution_shape=draw(enums),
         score_space=draw(enums),
@@ -423,12 +426,14 @@ def describe(request: object) -> str:
     return text if len(text) < 3000 else text[:3000] + " ..."
 
 
-def assert_proper_status(live: Live, request: object, call: Callable[[], object]) -> None:
-    """An allowed status with a message for any refusal; then the server is alive and still serves."""
+def assert_proper_status(live: Live, request: object, call: Callable[[], object], valid: bool = False) -> None:
+    """An allowed status with a message for any refusal (OK for a valid request: the demo supports every method);
+    then the server is alive and still serves."""
     since = len(live.server.output)
     code, details = outcome(call)
     event(code.name)  # --hypothesis-show-statistics: how far the examples got
-    if code not in ALLOWED or (code is not grpc.StatusCode.OK and not details.strip()):
+    allowed = {grpc.StatusCode.OK} if valid else ALLOWED
+    if code not in allowed or (code is not grpc.StatusCode.OK and not details.strip()):
         pytest.fail(f"{code.name}: {details!r}\nrequest:\n{describe(request)}\nserver:\n{live.last_error(since)}")
     live.healthy()
 
@@ -442,7 +447,9 @@ def assert_proper_status(live: Live, request: object, call: Callable[[], object]
 @given(data=st.data())
 def test_fuzzed_predict_gets_a_proper_status(live: Live, broken: str, data: st.DataObject) -> None:
     request = data.draw(predict_requests(broken))
-    assert_proper_status(live, request, lambda: live.stub.Predict(request, timeout=CALL_SECONDS))
+    assert_proper_status(
+        live, request, lambda: live.stub.Predict(request, timeout=CALL_SECONDS), valid=broken == "nothing"
+    )
 
 
 @pytest.mark.parametrize("broken", EXPLAIN_FIELDS)
@@ -450,7 +457,9 @@ def test_fuzzed_predict_gets_a_proper_status(live: Live, broken: str, data: st.D
 @given(data=st.data())
 def test_fuzzed_explain_gets_a_proper_status(live: Live, broken: str, data: st.DataObject) -> None:
     request = data.draw(explain_requests(broken))
-    assert_proper_status(live, request, lambda: live.stub.Explain(request, timeout=CALL_SECONDS))
+    assert_proper_status(
+        live, request, lambda: live.stub.Explain(request, timeout=CALL_SECONDS), valid=broken == "nothing"
+    )
 
 
 @pytest.mark.parametrize("broken", EXPLAIN_FIELDS)
@@ -463,7 +472,7 @@ def test_fuzzed_explain_stream_gets_a_proper_status(live: Live, broken: str, dat
         for _ in live.stub.ExplainStream(pb.ExplainStreamRequest(request=request), timeout=CALL_SECONDS):
             pass
 
-    assert_proper_status(live, request, stream)
+    assert_proper_status(live, request, stream, valid=broken == "nothing")
 
 
 @pytest.mark.parametrize("broken", EVALUATE_FIELDS)

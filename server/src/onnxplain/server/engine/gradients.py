@@ -4,6 +4,11 @@ score space, image size) through the derived-graph cache, and run on images with
 A seed row is a weight vector over the classes, so a row can ask for one class (one-hot), a combination, or nothing
 (zeros, when only the scores are wanted); many rows run in one ONNX Runtime run. A row can also ask for a class by
 rank (the top class, the second...), which the graph picks from the scores it computes (backward/ranked_seed.py).
+
+A rule set keys the cache by its structure only: its numeric parameters (LRP's epsilon, gamma, alpha, beta, z-box
+bounds) are graph inputs that each run feeds from the request's rule set (RuleSet.inputs), so a client varying them, or
+a raw-tensor model whose z-box bounds follow each image's range, reuses one graph. Runs of such a graph are not merged
+with other requests' rows, which may carry other values.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from onnxplain.server.repository.model import LoadedModel
 from onnxplain.server.repository.signature import ModelSignature
 
 _FEATURE_MAP_KEY = "onnxplain.feature_map"
+# The graph's parameter inputs (BackwardGraph.parameters), which the session does not list among its inputs.
+_PARAMETERS_KEY = "onnxplain.parameters"
 log = logging.getLogger("onnxplain.server")
 
 
@@ -85,6 +92,8 @@ class BackwardSession(FixedBatchRuns):
         self.scores_are_model_output = session.output_names[0] == model_output
         # Whether rows can ask for a class by rank (a graph whose target holds one score per class).
         self.takes_ranks = RANK_INPUT in session.input_names
+        # The rule parameters the graph reads, fed with this request's values on every run.
+        self._parameters = _parameter_feeds(json.loads(session.metadata.get(_PARAMETERS_KEY, "[]")), spec)
         self._image_input, self._seed_input = (name for name in session.input_names if name != RANK_INPUT)
         self.seed_shape = session.input_shapes[self._seed_input]
 
@@ -106,9 +115,13 @@ class BackwardSession(FixedBatchRuns):
             raise ValueError("this backward graph picks no classes by rank (its target is not one score per class)")
         names = [self._image_input, self._seed_input, RANK_INPUT][: len(arrays)]
 
+        # A run with parameters is not merged with other requests' rows: those may have other values, and a merged
+        # run concatenates every feed along the batch.
+        mergeable = self.fixed_batch is None and not self._parameters
+
         def run_once(chunk: list[np.ndarray]) -> list[np.ndarray]:
-            feed = dict(zip(names, chunk, strict=True))
-            return self._session.run(feed, token, mergeable=self.fixed_batch is None)
+            feed = {**dict(zip(names, chunk, strict=True)), **self._parameters}
+            return self._session.run(feed, token, mergeable=mergeable)
 
         outputs = run_in_chunks(arrays, self.fixed_batch, run_once)
         scores = outputs[0].reshape(len(images), -1)
@@ -156,8 +169,11 @@ def backward_session(
             raise UnsupportedGraph(
                 f"building the backward graph of model {model.name!r} failed ({type(error).__name__}: {error})"
             ) from error
-        if feature_map is not None:
-            onnx.helper.set_model_props(built.model, {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))})
+        notes = {_FEATURE_MAP_KEY: json.dumps(asdict(feature_map))} if feature_map is not None else {}
+        if built.parameters:
+            notes[_PARAMETERS_KEY] = json.dumps(built.parameters)
+        if notes:
+            onnx.helper.set_model_props(built.model, notes)
         if spec.objective is None and model.num_classes:
             add_ranked_seed(built, model.num_classes)
         return built.model
@@ -171,6 +187,15 @@ def backward_session(
         fields = json.loads(noted)
         feature_map = FeatureMap(fields["tensor"], fields["channel_axis"], tuple(fields["spatial_axes"]))
     return BackwardSession(session, feature_map, spec, model.signature.fixed_batch, model.signature.output.name)
+
+
+def _parameter_feeds(names: Sequence[str], spec: BackwardSpec) -> dict[str, np.ndarray]:
+    """The values of the graph's parameter inputs in the request's rule set (the graph was built for a rule set of the
+    same name, so it names no parameter the request lacks)."""
+    missing = [name for name in names if name not in spec.ruleset.inputs]
+    if missing:
+        raise ValueError(f"rule set {spec.ruleset.name!r} has no value for graph inputs {', '.join(missing)}")
+    return {name: spec.ruleset.inputs[name] for name in names}
 
 
 def _column(ranks: np.ndarray) -> np.ndarray:

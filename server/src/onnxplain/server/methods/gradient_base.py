@@ -178,7 +178,7 @@ def for_every_class(job: ExplainJob, spec: BackwardSpec, consume: Callable[[np.n
 
 def input_bounds(job: ExplainJob) -> tuple[float, float]:
     """The range pixels in [0, 1] span after the model's normalisation; the image's own range for raw-tensor models.
-    (LRP's z-box bounds are part of the graph's cache key: a fixed range spares a graph build per image.)"""
+    LRP's z-box rule takes them as inputs of its graph, so every image's range runs on one graph."""
     spec = job.model.preprocessing
     if spec is None:
         return float(job.image.min()), float(job.image.max())

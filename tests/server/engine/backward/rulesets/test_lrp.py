@@ -468,15 +468,50 @@ def test_resolve_constant_aliases() -> None:
 # The factory.
 
 
-def test_ruleset_names_key_every_parameter() -> None:
+def test_ruleset_names_key_the_graph_structure_and_inputs_carry_the_values() -> None:
     default = get_ruleset("lrp", composite="epsilon_plus")
     assert default.relevance
-    assert default == get_ruleset("lrp", composite="epsilon_plus", epsilon=1e-6)
-    assert default != get_ruleset("lrp", composite="epsilon_plus", epsilon=1e-3)
+    # Values are graph inputs: one rule set (one graph) for every epsilon.
+    assert default == get_ruleset("lrp", composite="epsilon_plus", epsilon=1e-3)
+    assert default.inputs == {"onnxplain_param/lrp_epsilon": np.float32(1e-6)}
     box = get_ruleset("lrp", composite="epsilon_gamma_box", low=-1, high=[1, 2, 3], gamma=0.1)
-    assert box.name == "lrp(epsilon_gamma_box,epsilon=1e-06,gamma=0.1,high=(1.0, 2.0, 3.0),low=-1.0)"
+    assert box.name == "lrp(epsilon_gamma_box,high=(3,),low=())"
+    np.testing.assert_array_equal(box.inputs["onnxplain_param/lrp_high"], np.float32([1, 2, 3]))
+    assert box.inputs["onnxplain_param/lrp_gamma"] == np.float32(0.1)
+    # What shapes the graph stays in the name: bounds given or not and their shape, beta = 0 (z⁺) or not.
+    assert box != get_ruleset("lrp", composite="epsilon_gamma_box", low=-1, high=3, gamma=0.1)
     assert get_ruleset("lrp", composite="deep_taylor").name == "lrp(deep_taylor,high=None,low=None)"
+    assert get_ruleset("lrp", composite="alpha_beta", alpha=1, beta=0).name == "lrp(alpha_beta,beta=0)"
+    assert get_ruleset("lrp", composite="alpha_beta", alpha=3, beta=2).name == "lrp(alpha_beta,beta>0)"
     assert "epsilon_plus_flat" in COMPOSITE_NAMES
+
+
+# A graph built for the first parameters, fed the second's values (the ZENNIT case they must then match).
+REUSED = {
+    "epsilon": ({"epsilon": 1e-6}, "epsilon_plus_eps0.1"),
+    "gamma_box": ({"low": (-1.0, -1.0, -1.0), "high": (1.0, 1.0, 1.0), "gamma": 0.1}, "epsilon_gamma_box"),
+    "alpha_beta": ({"alpha": 2.0, "beta": 1.0}, "alpha3_beta2"),
+    "box": ({"low": (-1.0, -1.0, -1.0), "high": (1.0, 1.0, 1.0)}, "deep_taylor_box"),
+}
+
+
+@pytest.mark.parametrize("case", list(REUSED))
+def test_one_graph_serves_every_parameter_value(case: str) -> None:
+    """The graph reads its numbers from inputs: built for one epsilon (gamma, alpha-beta, bounds) and fed another's,
+    it gives Zennit's relevance for the value fed."""
+    built_for, fed_case = REUSED[case]
+    composite, params, zennit_composite = ZENNIT[fed_case]
+    built_ruleset, fed_ruleset = (get_ruleset("lrp", composite=composite, **p) for p in (built_for, params))
+    assert built_ruleset == fed_ruleset
+    module = _seeded(VGGBatchNorm())
+    x, seed = _inputs()
+    built = differentiate(_export(module), "scores", ["input"], ruleset=built_ruleset)
+    assert set(built.parameters) == set(fed_ruleset.inputs)
+    session = ort.InferenceSession(built.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input": x, built.seed_input: seed, **fed_ruleset.inputs}
+    (ours,) = session.run([built.gradients["input"]], feeds)
+    reference = _zennit_relevance(module, zennit_composite([zcanonizers.SequentialMergeBatchNorm()]), x, seed)
+    assert_relative_close(ours, reference)
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,8 @@ class BackwardGraph:
     gradients: dict[str, str]
     # readout tensor -> graph output holding its forward value
     readouts: dict[str, str]
+    # Graph inputs holding rule parameters (context.Parameter), to feed with each run's values.
+    parameters: tuple[str, ...] = ()
 
 
 def differentiate(
@@ -95,6 +97,7 @@ def differentiate(
         target_output=target,
         gradients=gradients,
         readouts={name: name for name in readouts},
+        parameters=ctx.parameter_inputs,
     )
 
 

@@ -5,11 +5,17 @@ Rules emit standard ai.onnx ops in the forms of the model's opset (the builder r
 first, so every rule may use input-form axes, Split sizes and ScatterElements reductions). Shapes are static where
 shape inference knows them (the builder fixes the image size; only the batch stays symbolic), so constants replace
 runtime Shape chains wherever possible.
+
+A rule's numeric parameter (LRP's epsilon, gamma, alpha, beta, z-box bounds) is a Parameter: a float32 graph input
+rather than a constant, so one graph serves every value a request picks and the value is fed at run time. Its
+initializer of the same name is a default (the value the graph was built with) that a feed overrides; ONNX Runtime folds
+no constant through an initializer that is also an input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,25 @@ from onnxplain.server.engine.backward.graph import FreshNames
 from onnxplain.server.engine.backward.signs import never_negative
 
 Shape = tuple[int | None, ...]
+
+# Graph inputs holding rule parameters are named under this prefix (as onnxplain_seed is), apart from the model's names.
+PARAMETER_PREFIX = "onnxplain_param/"
+
+
+@dataclass(frozen=True, eq=False)
+class Parameter:
+    """A number (or one per channel) that rules read from the float32 graph input `name`, fed at run time."""
+
+    name: str
+    value: np.ndarray
+
+    @classmethod
+    def named(cls, name: str, value: float | Sequence[float]) -> Parameter:
+        return cls(PARAMETER_PREFIX + name, np.asarray(value, dtype=np.float32))
+
+
+# What a rule takes for a number: a constant built into the graph, or a Parameter fed at run time.
+Number = float | Parameter
 
 
 class BackwardContext:
@@ -51,6 +76,8 @@ class BackwardContext:
         self._forward_count = len(graph.node)
         self._consumers: dict[str, list[onnx.NodeProto]] | None = None
         self._never_negative: dict[str, bool] = {}
+        # Parameter inputs declared so far, and their casts to other dtypes.
+        self._parameters: dict[tuple[str, np.dtype], str] = {}
         # Constant nodes' outputs are node outputs: the graph's names cover every constant.
         self.fresh = FreshNames(graph, "onnxplain_bw")
 
@@ -115,6 +142,29 @@ class BackwardContext:
         self._constant_protos[name] = self.graph.initializer[-1]
         self._constants[name] = array
         return name
+
+    def parameter(self, parameter: Parameter, like: str) -> str:
+        """The graph input of `parameter` (declared on first use, with its value as the default), in `like`'s dtype."""
+        if (parameter.name, np.dtype(np.float32)) not in self._parameters:
+            dims = list(parameter.value.shape)
+            self.graph.input.append(helper.make_tensor_value_info(parameter.name, onnx.TensorProto.FLOAT, dims))
+            self.graph.initializer.append(numpy_helper.from_array(parameter.value, parameter.name))
+            self._parameters[parameter.name, np.dtype(np.float32)] = parameter.name
+        dtype = self.dtype(like)
+        if (parameter.name, dtype) not in self._parameters:
+            element = helper.np_dtype_to_tensor_dtype(dtype)
+            self._parameters[parameter.name, dtype] = self.op("Cast", [parameter.name], to=element)
+        return self._parameters[parameter.name, dtype]
+
+    @property
+    def parameter_inputs(self) -> tuple[str, ...]:
+        """The graph inputs the rules declared for Parameters. ONNX Runtime lists them among the overridable
+        initializers, not the inputs (each has a default), so whoever feeds them needs their names from here."""
+        return tuple(dict.fromkeys(name for name, _ in self._parameters))
+
+    def number(self, value: Number, like: str) -> str:
+        """A scalar constant, or a Parameter's input, in `like`'s dtype."""
+        return self.parameter(value, like) if isinstance(value, Parameter) else self.scalar(value, like)
 
     def ints(self, values: Sequence[int], hint: str = "ints") -> str:
         return self.constant(np.asarray(values, dtype=np.int64), hint=hint)

@@ -1,5 +1,6 @@
 """Named rule sets for the backward-graph builder: the plain gradient, guided backprop, deconvnet and LRP composites.
-`get_ruleset` builds one from a name and parameters; its `name` encodes every parameter, so it can key a cache."""
+`get_ruleset` builds one from a name and parameters; its `name` encodes what shapes the graph, so it can key a cache,
+and its `inputs` hold the numeric parameters' values, fed to the graph at run time."""
 
 from __future__ import annotations
 

@@ -3,10 +3,15 @@ parameters so that a request can name one and the rule set's name can key a cach
 
 Zennit 0.5.1 (`zennit/composites.py`): activations and BatchNorm pass relevance, sums and average pools get Norm,
 convolutions the composite's rule, dense layers ε, and the first linear layer its own rule where the composite has one.
-"epsilon" is Captum's LRP default instead: the ε rule (ε = 1e-9) on every linear layer and as the Norm stabiliser.
-It equals Captum's map where Captum's layers and ours agree: Captum also puts the ε rule on BatchNorm (we fold it into
-the layer before, as Zennit does) and on MaxPool (we keep its gradient, as Zennit does; the two differ where a window
-is all zeros).
+"epsilon" is Captum's LRP default instead: the ε rule (ε = 1e-9) on every linear layer and as the Norm stabiliser. It
+equals Captum's map where Captum's layers and ours agree: Captum also puts the ε rule on BatchNorm (we fold it into the
+layer before, as Zennit does) and on MaxPool (we keep its gradient, as Zennit does; the two differ where a window is all
+zeros).
+
+The numbers a request picks (epsilon, gamma, alpha, beta, the z-box bounds) are Parameters, graph inputs fed at run
+time, so the rule set's name (the cache key) holds only what shapes the graph: the composite, whether bounds are given
+and how many values each holds (one, or one per channel), and for the alpha_beta composite whether beta is 0 (z⁺, which
+drops the negative half). One graph then serves every value of the others.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxplain.server.engine.backward.context import Number, Parameter
 from onnxplain.server.engine.backward.rules import Rule
 from onnxplain.server.engine.backward.rulesets.base import RuleSet
 from onnxplain.server.engine.backward.rulesets.lrp import rules
@@ -56,7 +62,7 @@ class Composite:
     convolution: Rule
     dense: Rule
     first_layer: Rule | None = None
-    norm_stabilizer: float = STABILIZER
+    norm_stabilizer: Number = STABILIZER
 
     def overrides(self) -> dict[str, Rule]:
         table: dict[str, Rule] = dict.fromkeys(PASSED, rules.pass_through)
@@ -72,6 +78,8 @@ REQUIRED = object()
 
 @dataclass(frozen=True)
 class _Recipe:
+    """`build` takes the parameters as Parameters (None for bounds left out)."""
+
     defaults: Mapping[str, Any]
     build: Callable[[dict[str, Any]], Composite]
 
@@ -115,13 +123,20 @@ RECIPES: dict[str, _Recipe] = {
     ),
     "deep_taylor": _Recipe({"low": None, "high": None}, _deep_taylor),
     "z_plus": _Recipe({}, lambda p: Composite(rules.z_plus(STABILIZER), rules.z_plus(STABILIZER))),
-    "alpha_beta": _Recipe(
-        {"alpha": 2.0, "beta": 1.0},
-        lambda p: Composite(
-            rules.alpha_beta(p["alpha"], p["beta"], STABILIZER), rules.alpha_beta(p["alpha"], p["beta"], STABILIZER)
-        ),
-    ),
+    "alpha_beta": _Recipe({"alpha": 2.0, "beta": 1.0}, lambda p: _alpha_beta(p["alpha"], p["beta"])),
 }
+
+
+def _alpha_beta(alpha: Parameter, beta: Parameter) -> Composite:
+    """beta = 0 (so alpha = 1) is z⁺, whose graph has no negative half: a rule set of its own (see `_structure`)."""
+    rule = rules.z_plus(STABILIZER) if _is_zero(beta) else rules.alpha_beta(alpha, beta, STABILIZER)
+    return Composite(rule, rule)
+
+
+def _is_zero(parameter: Parameter) -> bool:
+    return not np.any(parameter.value)
+
+
 COMPOSITE_NAMES = tuple(RECIPES)
 DEFAULT_COMPOSITE = "epsilon_plus_flat"
 
@@ -145,16 +160,30 @@ def lrp_ruleset(composite: str = DEFAULT_COMPOSITE, **params: Any) -> RuleSet:
     missing = [key for key, value in values.items() if value is REQUIRED]
     if missing:
         raise ValueError(f"LRP composite {composite!r} needs {' and '.join(missing)} (the input's value range)")
-    values = _checked(values)
-    built = recipe.build(values)
-    key = ",".join(f"{name}={values[name]!r}" for name in sorted(values))
+    parameters = {
+        name: None if value is None else Parameter.named(f"lrp_{name}", value)
+        for name, value in _checked(values).items()
+    }
+    built = recipe.build(parameters)
+    key = ",".join(filter(None, (_structure(name, parameters[name]) for name in sorted(parameters))))
     return RuleSet(
         f"lrp({composite}{',' if key else ''}{key})",
         overrides=built.overrides(),
         first_layer=built.first_layer,
         canonizers=CANONIZERS,
         relevance=True,
+        inputs={p.name: p.value for p in parameters.values() if p is not None},
     )
+
+
+def _structure(name: str, parameter: Parameter | None) -> str:
+    """What a parameter changes in the graph, for the rule set's name ("" when only its value, fed at run time):
+    whether a bound is given and its shape (() or (channels,)), and whether β is 0."""
+    if name in ("low", "high"):
+        return f"{name}={None if parameter is None else parameter.value.shape}"
+    if name == "beta" and parameter is not None:
+        return "beta=0" if _is_zero(parameter) else "beta>0"
+    return ""
 
 
 def _checked(values: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,11 @@ relevance of a node's output to its inputs.
 A linear layer (Conv, ConvTranspose, Gemm, MatMul with constant weights) sends back a sum of terms
 a ⊙ VJP_W'(R / stab(z)): the registry's own VJP of the layer run with modified weights W', applied to the relevance
 divided by a (modified) forward output z, times a (modified) input a. Modified weights are initializers computed
-here; modified outputs are extra forward nodes. The formulas, and which parameters each rule clamps, zeroes or squares
-(biases included), are those of Zennit 0.5.1 (`zennit/rules.py`), with its stabiliser z + ε·sign(z), sign(0) = +1.
+here; modified outputs are extra forward nodes. A rule's numbers (epsilon, gamma, alpha, beta, bounds) are constants
+or Parameters (graph inputs fed at run time, context.py): a Parameter keeps one graph for every value, and a rule
+whose graph would change with a value (alpha-beta with beta = 0 is z⁺) is chosen by the composite before the build.
+The formulas, and which parameters each rule clamps, zeroes or squares (biases included), are those of Zennit 0.5.1
+(`zennit/rules.py`), with its stabiliser z + ε·sign(z), sign(0) = +1.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
-from onnxplain.server.engine.backward.context import BackwardContext, UnknownShape
+from onnxplain.server.engine.backward.context import BackwardContext, Number, Parameter, UnknownShape
 from onnxplain.server.engine.backward.rules import ForwardNode, Rule, rule_for
 from onnxplain.server.engine.backward.rules.registry import Gradients
 from onnxplain.server.engine.backward.signs import at_least_zero
-
-Bound = float | tuple[float, ...]
 
 
 def _plain(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
@@ -34,20 +35,18 @@ def _plain(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[st
 
 
 def _divided(
-    ctx: BackwardContext, relevance: str, z: str, epsilon: float, like: str, z_never_negative: bool = False
+    ctx: BackwardContext, relevance: str, z: str, epsilon: Number, like: str, z_never_negative: bool = False
 ) -> str:
     """R / (z + ε·sign(z)) with sign(0) = +1, written with Where so that no Sign (Sign(0) = 0) or Equal is emitted;
     R / (z + ε) when z is known to be >= 0 (the same value, without two passes over z)."""
     if z_never_negative:
-        return ctx.op("Div", [relevance, ctx.op("Add", [z, ctx.scalar(epsilon, like)])])
-    shift = ctx.op(
-        "Where",
-        [
-            ctx.op("GreaterOrEqual", [z, ctx.scalar(0.0, like)]),
-            ctx.scalar(epsilon, like),
-            ctx.scalar(-epsilon, like),
-        ],
-    )
+        return ctx.op("Div", [relevance, ctx.op("Add", [z, ctx.number(epsilon, like)])])
+    if isinstance(epsilon, Parameter):
+        up = ctx.parameter(epsilon, like)
+        down = ctx.op("Neg", [up])
+    else:
+        up, down = ctx.scalar(epsilon, like), ctx.scalar(-epsilon, like)
+    shift = ctx.op("Where", [ctx.op("GreaterOrEqual", [z, ctx.scalar(0.0, like)]), up, down])
     return ctx.op("Div", [relevance, ctx.op("Add", [z, shift])])
 
 
@@ -59,6 +58,8 @@ class _Layer:
     weight: np.ndarray
     bias: np.ndarray | None
     attrs: dict[str, Any] = field(default_factory=dict)
+    # Whether `weight` and `bias` are the node's own tensors (not a Gemm's alpha·B, beta·C).
+    own_parameters: bool = True
 
     @classmethod
     def of(cls, ctx: BackwardContext, node: ForwardNode) -> _Layer | None:
@@ -69,12 +70,13 @@ class _Layer:
         if weight is None or (bias_name and bias is None) or not ctx.needs(node.input(0)):
             return None
         attrs = dict(node.attrs)
+        own = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
         if node.op_type == "Gemm":
             # The rules modify the effective weight alpha·B and bias beta·C, as Zennit modifies a Linear's parameters.
             weight = weight * attrs.get("alpha", 1.0)
             bias = None if bias is None else bias * attrs.get("beta", 1.0)
             attrs.update(alpha=1.0, beta=1.0)
-        return cls(node, weight, bias, attrs)
+        return cls(node, weight, bias, attrs, own)
 
     @property
     def input(self) -> str:
@@ -86,6 +88,12 @@ class _Layer:
 
     def constant(self, ctx: BackwardContext, value: np.ndarray | None) -> str | None:
         return None if value is None else ctx.constant(value, like=self.node.input(1), hint="lrp_param")
+
+    def parameter(self, ctx: BackwardContext, index: int) -> str | None:
+        """The weight (index 1) or bias (2) as a tensor: the node's own where it is the effective one."""
+        if self.own_parameters:
+            return self.node.input(index) or None
+        return self.constant(ctx, self.weight if index == 1 else self.bias)
 
     def forward(self, ctx: BackwardContext, x: str, weight: str, bias: str | None) -> str:
         """One more forward node: the layer applied to `x` with parameters `weight` and `bias`."""
@@ -100,19 +108,22 @@ class _Layer:
             node = ForwardNode.of(proto)
         return _plain(ctx, node, [grad])[0]
 
-    def sample(self, ctx: BackwardContext, value: float | np.ndarray = 1.0) -> str:
-        """A constant input of batch size 1 filled with `value` (broadcast over the channel axis when per channel):
-        the rules whose modified input does not depend on x broadcast it over the batch."""
+    def sample(self, ctx: BackwardContext, value: Number = 1.0) -> str:
+        """An input of batch size 1 filled with `value` (a Parameter: broadcast over the channel axis when it holds one
+        value per channel): the rules whose modified input does not depend on x broadcast it over the batch."""
         shape = ctx.shape(self.input)
         if shape is None or any(d is None for d in shape[1:]):
             raise UnknownShape(self.input, shape)
         sample = (1, *shape[1:])
-        value = np.asarray(value, dtype=np.float64)
-        if value.ndim == 1 and value.size != sample[1]:
-            raise ValueError(f"{value.size} per-channel input bounds for {sample[1]} channels of {self.input!r}")
-        if value.ndim == 1:
-            value = value.reshape(1, -1, *([1] * (len(sample) - 2)))
-        return ctx.constant(np.broadcast_to(value, sample), like=self.input, hint="lrp_sample")
+        if not isinstance(value, Parameter):
+            return ctx.constant(np.full(sample, value), like=self.input, hint="lrp_sample")
+        bound = ctx.parameter(value, self.input)
+        if value.value.ndim == 1:
+            if value.value.size != sample[1]:
+                count = value.value.size
+                raise ValueError(f"{count} per-channel input bounds for {sample[1]} channels of {self.input!r}")
+            bound = ctx.op("Reshape", [bound, ctx.ints([1, -1, *([1] * (len(sample) - 2))])])
+        return ctx.op("Expand", [bound, ctx.ints(sample)], hint="lrp_sample")
 
 
 def _layer_rule(propagate: Callable[[BackwardContext, _Layer, str], str]) -> Rule:
@@ -143,7 +154,7 @@ def _signed_share(
     inputs: tuple[str, str | None],
     weights: tuple[str, str],
     bias: str | None,
-    stabilizer: float,
+    stabilizer: Number,
     mask: str | None = None,
 ) -> str:
     """x⁺ ⊙ VJP_W₁(s) + x⁻ ⊙ VJP_W₂(s), s = R / stab(layer(x⁺; W₁, b) + layer(x⁻; W₂)) (masked where given): the part
@@ -179,7 +190,7 @@ def _clamped(value: np.ndarray | None, positive: bool) -> np.ndarray | None:
     return np.maximum(value, 0) if positive else np.minimum(value, 0)
 
 
-def epsilon(eps: float) -> Rule:
+def epsilon(eps: Number) -> Rule:
     """R_x = x ⊙ VJP(R / stab_ε(y)) (Zennit Epsilon): z is the layer's own output, bias included."""
 
     def propagate(ctx: BackwardContext, layer: _Layer, relevance: str) -> str:
@@ -189,10 +200,11 @@ def epsilon(eps: float) -> Rule:
     return _layer_rule(propagate)
 
 
-def alpha_beta(alpha: float, beta: float, stabilizer: float) -> Rule:
+def alpha_beta(alpha: Number, beta: Number, stabilizer: Number) -> Rule:
     """alpha·(positive contributions) - beta·(negative ones) (Zennit AlphaBeta): x⁺ through W⁺ with b⁺ plus x⁻
     through W⁻ make the positive part, x⁺ through W⁻ with b⁻ plus x⁻ through W⁺ the negative one. alpha = 1, beta = 0
-    is z⁺."""
+    (constants) is z⁺, without the negative part; Parameters always build both parts."""
+    positive_only = not isinstance(beta, Parameter) and beta == 0
 
     def propagate(ctx: BackwardContext, layer: _Layer, relevance: str) -> str:
         inputs = _split_inputs(ctx, layer)
@@ -200,61 +212,64 @@ def alpha_beta(alpha: float, beta: float, stabilizer: float) -> Rule:
         w_neg = layer.constant(ctx, _clamped(layer.weight, positive=False))
         b_pos = layer.constant(ctx, _clamped(layer.bias, positive=True))
         positive = _signed_share(ctx, layer, relevance, inputs, (w_pos, w_neg), b_pos, stabilizer)
-        if beta == 0:
-            return positive if alpha == 1 else ctx.op("Mul", [positive, ctx.scalar(alpha, layer.input)])
+        if positive_only:
+            return positive if alpha == 1 else ctx.op("Mul", [positive, ctx.number(alpha, layer.input)])
         b_neg = layer.constant(ctx, _clamped(layer.bias, positive=False))
         negative = _signed_share(ctx, layer, relevance, inputs, (w_neg, w_pos), b_neg, stabilizer)
         return ctx.op(
             "Sub",
             [
-                ctx.op("Mul", [positive, ctx.scalar(alpha, layer.input)]),
-                ctx.op("Mul", [negative, ctx.scalar(beta, layer.input)]),
+                ctx.op("Mul", [positive, ctx.number(alpha, layer.input)]),
+                ctx.op("Mul", [negative, ctx.number(beta, layer.input)]),
             ],
         )
 
     return _layer_rule(propagate)
 
 
-def z_plus(stabilizer: float) -> Rule:
+def z_plus(stabilizer: Number) -> Rule:
     """Zennit ZPlus: alpha-beta with alpha = 1, beta = 0; negative inputs go through W⁻."""
     return alpha_beta(1.0, 0.0, stabilizer)
 
 
-def gamma(factor: float, stabilizer: float) -> Rule:
+def gamma(factor: Number, stabilizer: Number) -> Rule:
     """Zennit's generalised Gamma: W + gamma·W⁺ / W + gamma·W⁻ (biases likewise) on x⁺ / x⁻, the positive half where
-    y > 0, the negative half where y < 0."""
+    y > 0, the negative half where y < 0. With gamma a Parameter the raised weights are computed in the graph, in the
+    same float32 steps (W⁺ times gamma, plus W)."""
 
     def propagate(ctx: BackwardContext, layer: _Layer, relevance: str) -> str:
-        def raised(value: np.ndarray | None, positive: bool) -> str | None:
+        def raised(index: int, positive: bool) -> str | None:
+            value = layer.weight if index == 1 else layer.bias
+            if value is None:
+                return None
             clamped = _clamped(value, positive)
-            return layer.constant(ctx, None if value is None else value + factor * clamped)
+            if not isinstance(factor, Parameter):
+                return layer.constant(ctx, value + factor * clamped)
+            scaled = ctx.op("Mul", [ctx.parameter(factor, layer.node.input(1)), layer.constant(ctx, clamped)])
+            return ctx.op("Add", [layer.parameter(ctx, index), scaled])
 
         inputs = _split_inputs(ctx, layer)
-        w_up, w_down = raised(layer.weight, True), raised(layer.weight, False)
+        w_up, w_down = raised(1, True), raised(1, False)
         zero = ctx.scalar(0.0, layer.input)
         above = ctx.op("Greater", [layer.output, zero])
         below = ctx.op("Less", [layer.output, zero])
         return ctx.op(
             "Add",
             [
-                _signed_share(
-                    ctx, layer, relevance, inputs, (w_up, w_down), raised(layer.bias, True), stabilizer, above
-                ),
-                _signed_share(
-                    ctx, layer, relevance, inputs, (w_down, w_up), raised(layer.bias, False), stabilizer, below
-                ),
+                _signed_share(ctx, layer, relevance, inputs, (w_up, w_down), raised(2, True), stabilizer, above),
+                _signed_share(ctx, layer, relevance, inputs, (w_down, w_up), raised(2, False), stabilizer, below),
             ],
         )
 
     return _layer_rule(propagate)
 
 
-def z_box(low: Bound, high: Bound, stabilizer: float) -> Rule:
-    """Zennit ZBox for inputs bounded by [low, high] (scalars or one value per channel):
+def z_box(low: Parameter, high: Parameter, stabilizer: Number) -> Rule:
+    """Zennit ZBox for inputs bounded by [low, high] (each a scalar or one value per channel, fed at run time):
     z = layer(x; W, b) - layer(l; W⁺, b⁺) - layer(h; W⁻, b⁻), R_x = x ⊙ VJP_W(s) - l ⊙ VJP_W⁺(s) - h ⊙ VJP_W⁻(s)."""
 
     def propagate(ctx: BackwardContext, layer: _Layer, relevance: str) -> str:
-        lows, highs = layer.sample(ctx, np.asarray(low)), layer.sample(ctx, np.asarray(high))
+        lows, highs = layer.sample(ctx, low), layer.sample(ctx, high)
         w_pos = layer.constant(ctx, _clamped(layer.weight, positive=True))
         w_neg = layer.constant(ctx, _clamped(layer.weight, positive=False))
         b_pos = layer.constant(ctx, _clamped(layer.bias, positive=True))
@@ -273,7 +288,7 @@ def z_box(low: Bound, high: Bound, stabilizer: float) -> Rule:
     return _layer_rule(propagate)
 
 
-def _input_free(stabilizer: float, modified: Callable[[np.ndarray], np.ndarray], keep_bias: bool) -> Rule:
+def _input_free(stabilizer: Number, modified: Callable[[np.ndarray], np.ndarray], keep_bias: bool) -> Rule:
     """The rules that spread relevance by modified weights alone: z = layer(1; W', b'), R_x = VJP_W'(R / stab(z))."""
 
     def propagate(ctx: BackwardContext, layer: _Layer, relevance: str) -> str:
@@ -285,12 +300,12 @@ def _input_free(stabilizer: float, modified: Callable[[np.ndarray], np.ndarray],
     return _layer_rule(propagate)
 
 
-def flat(stabilizer: float) -> Rule:
+def flat(stabilizer: Number) -> Rule:
     """Zennit Flat: all weights one, bias zero."""
     return _input_free(stabilizer, np.ones_like, keep_bias=False)
 
 
-def w_square(stabilizer: float) -> Rule:
+def w_square(stabilizer: Number) -> Rule:
     """Zennit WSquare: weights squared, and the bias squared too (Zennit's ParamMod squares every parameter)."""
     return _input_free(stabilizer, np.square, keep_bias=True)
 
@@ -303,7 +318,7 @@ def pass_through(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> l
     return [grads[0], *([None] * (len(node.inputs) - 1))]
 
 
-def norm(stabilizer: float) -> Rule:
+def norm(stabilizer: Number) -> Rule:
     """Zennit Norm: R_i = x_i ⊙ VJP_i(R / stab(y)), the epsilon rule of a parameter-free linear op (sums, averages)."""
 
     def rule(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
@@ -314,7 +329,7 @@ def norm(stabilizer: float) -> Rule:
     return rule
 
 
-def residual_norm(stabilizer: float) -> Rule:
+def residual_norm(stabilizer: Number) -> Rule:
     """Add: Norm for a sum of two activations (residual connections, Zennit's Sum canonizer); an Add of a constant
     (a bias) passes relevance unchanged, as the plain gradient does."""
     normalised = norm(stabilizer)

@@ -21,27 +21,14 @@ import pytest
 from support import variants
 from support.models import export, write_model
 from support.servers import serving_client
-from support.zoo import CLASSES, LrnStyle, ResNetStyle, SamePaddedNet, TFStyle
+from support.zoo import CLASSES, LrnStyle, ResNetStyle, SamePaddedNet, TFStyle, cheap_parameters
 
 from onnxplain.client import Client, OnnxplainError
 from onnxplain.server.methods.registry import METHODS
 
 SIZE = 24
 SHAPE = (3, SIZE, SIZE)
-# Parameters that keep each call small; everything else at the method's defaults.
-CHEAP = {
-    "integrated_gradients": {"steps": 4},
-    "smoothgrad": {"samples": 3},
-    "smoothgrad_sq": {"samples": 3},
-    "vargrad": {"samples": 3},
-    "rise": {"num_masks": 64},
-    "kernel_shap": {"num_samples": 40, "n_segments": 8},
-    "lime": {"num_samples": 40, "n_segments": 8},
-    "feature_ablation": {"n_segments": 8},
-    "feature_visualization": {"steps": 3},
-    "occlusion": {"window": 8, "stride": 8},
-    "prediction_difference": {"window": 8, "stride": 8, "num_samples": 2},
-}
+CHEAP = cheap_parameters(SIZE)
 VARIANTS = (
     "float",
     "batch_minus_one",

@@ -1,5 +1,6 @@
 """Small torch models with the structure of real classifiers (ResNet, MobileNetV3, VGG, a TensorFlow-style NHWC
-model), for whole-model tests of the gradient methods against torch autograd, Captum and Zennit.
+model), for whole-model tests of the gradient methods against torch autograd, Captum and Zennit; and torchvision's own
+architectures with random weights (TORCHVISION), at sizes CI can run.
 
 Every ReLU is its own nn.ReLU module, none in place (Captum's guided backprop, deconvnet and LRP hook modules), and
 residual sums are modules (ResidualAdd) so Captum's LRP can put its rule on them. Weights are drawn from a fixed seed
@@ -14,6 +15,8 @@ import importlib
 import math
 import sys
 import types
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -290,6 +293,114 @@ def initialise(module: nn.Module, seed: int) -> None:
                 child.running_mean.copy_(0.2 * torch.randn(count, generator=generator))
                 child.running_var.copy_(0.5 + torch.rand(count, generator=generator))
     module.eval()
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A torchvision architecture: its constructor (random weights, CLASSES outputs) and a small image side: the
+    smallest at which its last feature map is still more than one pixel (so the CAM family has a map to show), or
+    the architecture's own minimum (Inception-v3's 75, where that map is 1x1)."""
+
+    build: Callable[[types.ModuleType], nn.Module]
+    size: int
+
+    def module(self, seed: int = 0) -> nn.Module:
+        """The model in eval mode, weights from `seed` as `initialise` draws them (the constructors' own
+        initialisation leaves BatchNorm at the identity, and a ConvNeXt's layer scale of 1e-6 all but removes its
+        blocks), the rest of the parameters from torch's default initialisation under the same seed."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            module = self.build(torchvision_models())
+        initialise(module, seed)
+        return module
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+
+TORCHVISION: dict[str, Architecture] = {
+    "resnet18": Architecture(lambda tv: tv.resnet18(weights=None, num_classes=CLASSES), 64),
+    "mobilenet_v2": Architecture(lambda tv: tv.mobilenet_v2(weights=None, num_classes=CLASSES), 64),
+    "mobilenet_v3_small": Architecture(lambda tv: tv.mobilenet_v3_small(weights=None, num_classes=CLASSES), 64),
+    "efficientnet_b0": Architecture(lambda tv: tv.efficientnet_b0(weights=None, num_classes=CLASSES), 64),
+    "regnet_x_400mf": Architecture(lambda tv: tv.regnet_x_400mf(weights=None, num_classes=CLASSES), 64),
+    "densenet121": Architecture(lambda tv: tv.densenet121(weights=None, num_classes=CLASSES), 64),
+    "squeezenet1_1": Architecture(lambda tv: tv.squeezenet1_1(weights=None, num_classes=CLASSES), 48),
+    "shufflenet_v2_x0_5": Architecture(lambda tv: tv.shufflenet_v2_x0_5(weights=None, num_classes=CLASSES), 64),
+    "googlenet": Architecture(
+        lambda tv: tv.googlenet(weights=None, num_classes=CLASSES, aux_logits=False, init_weights=True), 64
+    ),
+    "inception_v3": Architecture(
+        lambda tv: tv.inception_v3(weights=None, num_classes=CLASSES, aux_logits=False, init_weights=True), 75
+    ),
+    "mnasnet0_5": Architecture(lambda tv: tv.mnasnet0_5(weights=None, num_classes=CLASSES), 64),
+    "convnext_tiny": Architecture(lambda tv: tv.convnext_tiny(weights=None, num_classes=CLASSES, layer_scale=0.5), 64),
+    # The transformers in small configurations: two blocks each, narrow, on 32-pixel images.
+    "vit": Architecture(
+        lambda tv: tv.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=CLASSES
+        ),
+        32,
+    ),
+    "swin": Architecture(
+        lambda tv: tv.SwinTransformer(
+            patch_size=[4, 4],
+            embed_dim=16,
+            depths=[2, 2],
+            num_heads=[2, 2],
+            window_size=[4, 4],
+            stochastic_depth_prob=0.0,
+            num_classes=CLASSES,
+        ),
+        32,
+    ),
+    "maxvit": Architecture(
+        lambda tv: tv.MaxVit(
+            input_size=(32, 32),
+            stem_channels=16,
+            partition_size=4,
+            block_channels=[16, 32],
+            block_layers=[1, 1],
+            head_dim=8,
+            stochastic_depth_prob=0.0,
+            num_classes=CLASSES,
+        ),
+        32,
+    ),
+}
+
+
+def cheap_parameters(size: int) -> dict[str, dict[str, object]]:
+    """Parameters that keep each method's call on a `size`-pixel image small (occlusion's windows a quarter of the
+    side, a few samples, steps and masks); methods left out run at their defaults."""
+    window = max(8, size // 4)
+    return {
+        "integrated_gradients": {"steps": 4},
+        "smoothgrad": {"samples": 3},
+        "smoothgrad_sq": {"samples": 3},
+        "vargrad": {"samples": 3},
+        "rise": {"num_masks": 64},
+        "kernel_shap": {"num_samples": 40, "n_segments": 8},
+        "lime": {"num_samples": 40, "n_segments": 8},
+        "feature_ablation": {"n_segments": 8},
+        "feature_visualization": {"steps": 3},
+        "occlusion": {"window": window, "stride": window},
+        "prediction_difference": {"window": window, "stride": window, "num_samples": 2},
+    }
+
+
+def torchvision_models() -> types.ModuleType:
+    """torchvision.models without torchvision/__init__, which registers torchvision's compiled ops: the wheel pip
+    pairs with torch's CPU build is a CUDA build whose ops library does not load here, and the architectures need
+    none of its ops."""
+    if "torchvision" not in sys.modules:
+        spec = importlib.util.find_spec("torchvision")
+        package = types.ModuleType("torchvision")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec  # the dynamo exporter asks for it (and then finds none of torchvision's ops)
+        sys.modules["torchvision"] = package
+    return importlib.import_module("torchvision.models")
 
 
 def zennit(module: str) -> types.ModuleType:

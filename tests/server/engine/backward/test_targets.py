@@ -91,6 +91,32 @@ def test_a_map_already_pooled_to_one_pixel_is_not_taken() -> None:
     assert feature_map(classifier(head, {"head": np.ones((4, 5), np.float32)})) == FeatureMap("features", 1, (2, 3))
 
 
+def test_a_pooled_map_turned_back_to_channels_first_is_not_taken() -> None:
+    """ConvNeXt's head: global average pool, a channels-last LayerNorm between two Transposes, Flatten, dense. The
+    Flatten reads a 1x1 map in channels-first order; the map is the pool's input."""
+    head = [
+        helper.make_node("GlobalAveragePool", ["features"], ["pooled"]),
+        helper.make_node("Transpose", ["pooled"], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("LayerNormalization", ["nhwc", "gamma", "beta"], ["normalised"], axis=-1),
+        helper.make_node("Transpose", ["normalised"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Flatten", ["nchw"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "head"], ["scores"]),
+    ]
+    extra = {"gamma": np.ones(4, np.float32), "beta": np.zeros(4, np.float32), "head": np.ones((4, 5), np.float32)}
+    assert feature_map(classifier(head, extra)) == FeatureMap("features", 1, (2, 3))
+
+
+def test_a_flattened_tensor_whose_batch_axis_moved_is_no_feature_map() -> None:
+    """An attention's heads: a Transpose moves the batch axis, and a Reshape flattens the result to 2-D."""
+    head = [
+        helper.make_node("Transpose", ["features"], ["heads"], perm=[2, 0, 1, 3]),
+        helper.make_node("Reshape", ["heads", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "dense"], ["scores"]),
+    ]
+    extra = {"flat_shape": np.array([-1, 32], np.int64), "dense": np.ones((32, 5), np.float32)}
+    assert feature_map(classifier(head, extra)) is None
+
+
 @pytest.mark.parametrize("activation", ["Softmax", "LogSoftmax", "Sigmoid"])
 def test_trailing_activation_is_skipped_unless_probability_is_asked(activation: str) -> None:
     head = [

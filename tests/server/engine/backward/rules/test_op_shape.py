@@ -178,6 +178,31 @@ def test_gather_at_constant_indices(indices, axis, reference):
     check_against_torch(model, {"x": x}, lambda t: reference(t, torch.as_tensor(indices)))
 
 
+@pytest.mark.parametrize(
+    ("shape", "indices", "axis", "batch"),
+    [
+        # The dynamo exporter's as_strided: a flattened activation read at indices computed from the batch size.
+        ((24,), np.arange(24).reshape(2, 12, 1, 1), 0, True),
+        ((3, 4, 5), np.asarray([[3, -1], [0, 3], [1, 1]]), 1, False),
+        ((3, 4, 5), np.asarray([4, 0, -5, 2]), 2, True),
+        ((3, 4, 5), np.asarray([2, 0, 2]), 0, True),  # constant-like indices on the batch axis, whose size is unknown
+    ],
+)
+def test_gather_at_indices_computed_at_run_time(shape, indices, axis, batch):
+    x = _random(*shape)
+    indices = indices.astype(np.int64)
+    model = one_op_model("Gather", {"x": x, "indices": indices}, axis=axis)
+    if batch:
+        model = symbolic_batch(model)
+    seed = np.random.default_rng(2).standard_normal(np.take(x, indices, axis=axis).shape).astype(np.float32)
+    (ours,) = onnx_vjp(model, {"x": x, "indices": indices}, seed, ["x"])
+    t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    picked = torch.index_select(t, axis, torch.as_tensor(indices.reshape(-1) % shape[axis]))
+    picked = picked.reshape(np.take(x, indices, axis=axis).shape)
+    (expected,) = torch.autograd.grad(picked, t, torch.tensor(seed, dtype=torch.float64))
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("shape", "out"), [((3, 1, 5), (2, 3, 4, 5)), ((4, 1), (3, 1, 1)), ((2, 3), (2, 3))])
 def test_expand(shape, out):
     x = _random(*shape)

@@ -4,20 +4,21 @@ for F.pad), so that rules see constant pads, sizes and axes instead of tensors c
 
 A tensor is static when it does not depend on the batch size, the one dimension left unknown. The shape arithmetic
 is evaluated, one node at a time with ONNX's reference implementation, once per trial batch size, with the shapes
-shape inference (or a probe run) gave; every tensor that comes out the same for each trial batch is replaced by an
-initializer. Data never enters: a Shape node only reads its input's static shape.
+shape inference (or a probe run) gave at that batch size; every tensor that comes out the same for each trial batch
+is replaced by an initializer. Data never enters: a Shape node only reads its input's shape at the trial batch. A
+dimension is never assumed to be the batch: a Swin's attention windows are batch x windows along one axis, and a
+shape read there divided by the windows is the batch, not a constant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxplain.server.engine.backward.context import Shape
 from onnxplain.server.engine.backward.graph import model_opset, subgraphs
 
 # Results are folded up to this many elements; larger ones are weights, which folding would only copy.
@@ -29,13 +30,18 @@ _NOT_FOLDED = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifo
 _SHAPE_OPS = {"Shape", "Size"}
 
 
-def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = None) -> bool:
+# The shapes of tensors at one trial batch size, every dimension known.
+TrialShapes = Mapping[str, tuple[int, ...]]
+
+
+def fold_static(model: onnx.ModelProto, shapes: Sequence[TrialShapes] | None = None) -> bool:
     """Replace the nodes whose outputs are static by initializers holding them; returns whether any was folded.
-    Without `shapes`, only subgraphs of constants fold."""
+    `shapes` holds the tensors' shapes at each of TRIAL_BATCHES (prepare.trial_shapes); without it, only subgraphs of
+    constants fold."""
     graph = model.graph
     opset = model_opset(model)
     initializers = {init.name: init for init in graph.initializer}
-    trials = [TRIAL_BATCHES[0]] if shapes is None else list(TRIAL_BATCHES)
+    trials: Sequence[TrialShapes] = [{}] if shapes is None else shapes
     values: list[dict[str, np.ndarray]] = [{} for _ in trials]
     kept = []
     for node in graph.node:
@@ -43,7 +49,7 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
         if branch is not None:
             kept.extend(_inlined(graph, node, branch))
             continue
-        outputs = _evaluate(node, trials, values, initializers, shapes or {}, opset)
+        outputs = _evaluate(node, trials, values, initializers, opset)
         if outputs is None:
             kept.append(node)
             continue
@@ -59,6 +65,11 @@ def fold_static(model: onnx.ModelProto, shapes: Mapping[str, Shape] | None = Non
         del graph.node[:]
         graph.node.extend(kept)
     return folded
+
+
+def shape_sources(model: onnx.ModelProto) -> list[str]:
+    """The tensors whose shapes folding reads: the inputs of Shape and Size nodes."""
+    return [node.input[0] for node in model.graph.node if node.op_type in _SHAPE_OPS and node.input]
 
 
 def has_shape_ops(model: onnx.ModelProto) -> bool:
@@ -100,10 +111,9 @@ def _inlined(graph: onnx.GraphProto, node: onnx.NodeProto, branch: onnx.GraphPro
 
 def _evaluate(
     node: onnx.NodeProto,
-    trials: list[int],
+    trials: Sequence[TrialShapes],
     values: list[dict[str, np.ndarray]],
     initializers: dict[str, onnx.TensorProto],
-    shapes: Mapping[str, Shape],
     opset: int,
 ) -> list[list[np.ndarray]] | None:
     """The node's outputs for each trial batch size, or None when they cannot be computed without data."""
@@ -111,8 +121,9 @@ def _evaluate(
         return None
     if node.op_type in _SHAPE_OPS:
         source = node.input[0]
-        known = tuple(initializers[source].dims) if source in initializers else shapes.get(source)
-        return _shape_values(node, trials, known)
+        if source in initializers:
+            return _shape_values(node, [tuple(initializers[source].dims)] * len(trials))
+        return _shape_values(node, [shapes.get(source) for shapes in trials])
     names = [name for name in node.input if name]
     if not all(name in values[0] or _small_constant(initializers.get(name)) for name in names):
         return None
@@ -126,17 +137,15 @@ def _evaluate(
     return results
 
 
-def _shape_values(node: onnx.NodeProto, trials: list[int], shape: Shape | None) -> list[list[np.ndarray]] | None:
-    """Shape's or Size's output at each trial batch size, from the input's shape (only its batch may be unknown)."""
-    if shape is None or any(d is None for d in shape[1:]):
+def _shape_values(node: onnx.NodeProto, shapes: list[tuple[int, ...] | None]) -> list[list[np.ndarray]] | None:
+    """Shape's or Size's output at each trial batch size, from the input's shape there (None where not known)."""
+    if any(shape is None for shape in shapes):
         return None
     start = next((a.i for a in node.attribute if a.name == "start"), 0)
     end = next((a.i for a in node.attribute if a.name == "end"), None)
-    results = []
-    for batch in trials:
-        dims = [batch if d is None else d for d in shape]
-        results.append([np.asarray(dims[start:end] if node.op_type == "Shape" else np.prod(dims), np.int64)])
-    return results
+    return [
+        [np.asarray(list(dims[start:end]) if node.op_type == "Shape" else np.prod(dims), np.int64)] for dims in shapes
+    ]
 
 
 def _small_constant(tensor: onnx.TensorProto | None) -> bool:

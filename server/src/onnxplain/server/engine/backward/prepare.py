@@ -12,7 +12,13 @@ import onnxruntime as ort
 from onnx import version_converter
 
 from onnxplain.server.engine.backward.context import Shape
-from onnxplain.server.engine.backward.folding import fold_static, has_shape_ops
+from onnxplain.server.engine.backward.folding import (
+    TRIAL_BATCHES,
+    TrialShapes,
+    fold_static,
+    has_shape_ops,
+    shape_sources,
+)
 from onnxplain.server.engine.backward.graph import model_opset
 from onnxplain.server.engine.backward.precision import as_float32
 from onnxplain.server.engine.backward.quantized import dequantize_operators
@@ -50,8 +56,7 @@ def fold_everything_static(model: onnx.ModelProto, probe: ShapeProbe | None = No
     for _ in range(_FOLD_ROUNDS):
         if not has_shape_ops(model):
             return
-        _, shapes, _ = infer_shapes(model, probe)
-        if not fold_static(model, shapes):
+        if not fold_static(model, trial_shapes(model, probe)):
             return
 
 
@@ -124,12 +129,69 @@ def infer_shapes(
     ResNet-50 that was most of the build time. Where ONNX's inference leaves a dimension other than the batch
     unknown (torch's legacy exporter writes `expand(n, -1, -1)` of a ViT's class token through shape arithmetic it
     cannot follow), `probe` runs the model to measure the shapes."""
+    shapes, dtypes = _inferred(_weightless(model))
+    unknown = [
+        out
+        for node in model.graph.node
+        for out in node.output
+        if out and (out not in shapes or None in shapes[out][1:])
+    ]
+    if unknown and probe is not None:
+        runs = _measured_shapes(model, probe, unknown, dtypes, _probe_batches(model, probe, (1, 2)))
+        shapes.update(
+            (name, tuple(d if all(run[name][axis] == d for run in runs) else None for axis, d in enumerate(shape)))
+            for name, shape in (runs[0] if runs else {}).items()
+        )
+    return model, shapes, dtypes
+
+
+def trial_shapes(model: onnx.ModelProto, probe: ShapeProbe | None = None) -> list[TrialShapes]:
+    """The shapes of tensors at each of folding's TRIAL_BATCHES, where every dimension is known there: ONNX's
+    inference with that batch size written on the graph inputs whose first dimension is not fixed, and where it
+    gives up on a tensor whose shape folding reads, `probe` runs at that batch size. A dimension that is unknown at
+    a symbolic batch is not taken for the batch: it can be a multiple of it (a Swin's attention windows)."""
+    light = _weightless(model)
+    for value in light.graph.output:  # a declared output shape must not contradict the trial batch
+        value.type.tensor_type.ClearField("shape")
+    del light.graph.value_info[:]
+    batched = [
+        value.type.tensor_type.shape.dim[0]
+        for value in light.graph.input
+        if value.type.tensor_type.shape.dim and not value.type.tensor_type.shape.dim[0].HasField("dim_value")
+    ]
+    sizes = TRIAL_BATCHES if batched else TRIAL_BATCHES[:1]  # a fixed batch: one inference serves every trial
+    trials: list[dict[str, tuple[int, ...]]] = []
+    dtypes: dict[str, int] = {}
+    for batch in sizes:
+        for dim in batched:
+            dim.Clear()
+            dim.dim_value = batch
+        shapes, dtypes = _inferred(light)
+        trials.append({name: shape for name, shape in shapes.items() if None not in shape})  # type: ignore[misc]
+    produced = {out for node in model.graph.node for out in node.output}
+    unknown = [name for name in shape_sources(model) if name in produced and any(name not in t for t in trials)]
+    if unknown and probe is not None:
+        runs = _measured_shapes(model, probe, unknown, dtypes, _probe_batches(model, probe, sizes))
+        if len(runs) == 1:  # the image's batch is fixed: the same at every trial
+            runs *= len(trials)
+        for trial, run in zip(trials, runs, strict=False):  # no runs when the probe failed
+            trial.update(run)
+    return trials * (len(TRIAL_BATCHES) // len(trials))
+
+
+def _weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers keep their dims but not their data."""
     light = onnx.ModelProto()
     light.CopyFrom(model)
     for initializer in light.graph.initializer:
         if initializer.ByteSize() > _WEIGHT_BYTES:
             for field in ("raw_data", "float_data", "double_data", "int32_data", "int64_data"):
                 initializer.ClearField(field)
+    return light
+
+
+def _inferred(light: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
+    """ONNX's inference: each tensor's shape (None for an unknown dimension) and element type."""
     graph = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     shapes: dict[str, Shape] = {}
     dtypes: dict[str, int] = {}
@@ -140,29 +202,24 @@ def infer_shapes(
             shapes[value.name] = tuple(
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
             )
-    unknown = [
-        out
-        for node in model.graph.node
-        for out in node.output
-        if out and (out not in shapes or None in shapes[out][1:])
-    ]
-    if unknown and probe is not None:
-        shapes.update(_measured_shapes(model, probe, unknown, dtypes))
-    return model, shapes, dtypes
+    return shapes, dtypes
+
+
+def _probe_batches(model: onnx.ModelProto, probe: ShapeProbe, wanted: tuple[int, ...]) -> tuple[int, ...]:
+    """The batch sizes a probe runs at: `wanted`, or the model's own batch size alone when it is fixed."""
+    image = next(value for value in model.graph.input if value.name == probe.input_name)
+    batch_dim = image.type.tensor_type.shape.dim[0]
+    return (batch_dim.dim_value,) if batch_dim.HasField("dim_value") else wanted
 
 
 def _measured_shapes(
-    model: onnx.ModelProto, probe: ShapeProbe, names: list[str], dtypes: dict[str, int]
-) -> dict[str, Shape]:
-    """Shapes of `names` from running the model on random images at batch 1 and 2 (dimensions that follow the batch
-    stay None); at the model's own batch size alone when it is fixed. Tensors the run cannot give are left out."""
+    model: onnx.ModelProto, probe: ShapeProbe, names: list[str], dtypes: dict[str, int], batches: tuple[int, ...]
+) -> list[dict[str, tuple[int, ...]]]:
+    """Shapes of `names` from running the model on random images, at each batch size; none when the run fails."""
     probed = onnx.ModelProto()
     probed.CopyFrom(model)
     del probed.graph.output[:]
     probed.graph.output.extend(onnx.helper.make_tensor_value_info(n, dtypes.get(n, 0), None) for n in names)
-    image = next(value for value in model.graph.input if value.name == probe.input_name)
-    batch_dim = image.type.tensor_type.shape.dim[0]
-    batches = [batch_dim.dim_value] if batch_dim.HasField("dim_value") else [1, 2]
     try:
         session = create_session(probed, ort.SessionOptions(), ["CPUExecutionProvider"])
         runs = [
@@ -172,10 +229,5 @@ def _measured_shapes(
             for b in batches
         ]
     except Exception:  # the probe is a fallback: without it the rules say which shape they missed
-        return {}
-    return {
-        name: tuple(
-            d if all(run[i].shape[axis] == d for run in runs) else None for axis, d in enumerate(runs[0][i].shape)
-        )
-        for i, name in enumerate(names)
-    }
+        return []
+    return [{name: tuple(value.shape) for name, value in zip(names, run, strict=True)} for run in runs]

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
+from onnxplain.server.engine.backward.context import Shape
 from onnxplain.server.engine.backward.folding import has_shape_ops
 from onnxplain.server.engine.backward.path import differentiable_path
 from onnxplain.server.engine.backward.prepare import fold_everything_static, infer_shapes, prepare_forward
@@ -21,15 +22,23 @@ from onnxplain.server.engine.backward.quantized import dequantize_operators
 from onnxplain.server.engine.backward.rules import ForwardNode
 from onnxplain.server.engine.backward.rulesets import get_ruleset
 from onnxplain.server.engine.backward.rulesets.base import GRADIENT, RuleSet
-from onnxplain.server.engine.backward.targets import default_feature_map, explained_tensor
+from onnxplain.server.engine.backward.targets import (
+    FeatureMap,
+    averages_whole_map,
+    default_feature_map,
+    explained_tensor,
+)
 
-# The walks methods need: the plain input gradient, the ReLU variants, LRP, and the CAM family's feature-map walk.
-INPUT_GRADIENT, GUIDED_BACKPROP, DECONVNET, RELEVANCE, FEATURE_MAP = (
+# The walks methods need: the plain input gradient, the ReLU variants, LRP, and the CAM family's feature-map walk;
+# and CAM_HEAD, which is no walk but what plain CAM needs of the feature map's head (the gradient of a map read only
+# through an average over its positions is the same at every position, and CAM's channel weights assume it).
+INPUT_GRADIENT, GUIDED_BACKPROP, DECONVNET, RELEVANCE, FEATURE_MAP, CAM_HEAD = (
     "gradient",
     "guided_backprop",
     "deconvnet",
     "lrp",
     "feature_map",
+    "cam_head",
 )
 _RULE_SETS: Mapping[str, RuleSet] = {
     INPUT_GRADIENT: GRADIENT,
@@ -67,6 +76,8 @@ def support_problems(
         if feature_map is None
         else _path_problem(model.graph, [feature_map.tensor], target, dtypes, GRADIENT, INPUT_GRADIENT)
     )
+    if feature_map is not None:  # without one, FEATURE_MAP already refuses plain CAM
+        problems[CAM_HEAD] = _cam_head_problem(model.graph, feature_map, target, dtypes, shapes)
     return problems
 
 
@@ -111,6 +122,23 @@ def _path_problem(
     if not missing:
         return None
     return f"no {name} rule for op {', '.join(missing[:5])}" + (" and more" if len(missing) > 5 else "")
+
+
+def _cam_head_problem(
+    graph: onnx.GraphProto, feature_map: FeatureMap, target: str, dtypes: dict[str, int], shapes: dict[str, Shape]
+) -> str | None:
+    """Why plain CAM is not defined on the default feature map (the scores read it other than through an average
+    over its positions), or None."""
+    nodes, _ = differentiable_path(graph, [feature_map.tensor], target, dtypes)
+    constants = {init.name: init for init in graph.initializer}
+    readers = [node for node in nodes if feature_map.tensor in node.input]
+    other = next((node for node in readers if not averages_whole_map(node, feature_map, shapes, constants)), None)
+    if other is None:
+        return None
+    return (
+        f"cam needs a global-average-pool + dense head after the feature map {feature_map.tensor!r}; the scores "
+        f"also read it through {other.op_type} (node {other.name!r}); use grad_cam"
+    )
 
 
 def _relevance_problem(graph: onnx.GraphProto, input_name: str, target: str, dtypes: dict[str, int]) -> str | None:

@@ -100,11 +100,39 @@ def _pooled_map(
     return found
 
 
-def _flattened_map(source: str, producer: onnx.NodeProto | None) -> FeatureMap:
-    """The map a Flatten reads: channels-first, unless a Transpose just reordered its axes."""
+# The Transpose that turns a channels-last map back into channels-first (a channels-last LayerNorm in between, as
+# in ConvNeXt's head): its output is channels-first, whatever its input was.
+_TO_CHANNELS_FIRST = [0, 3, 1, 2]
+
+
+def averages_whole_map(
+    node: onnx.NodeProto, feature_map: FeatureMap, shapes: dict[str, Shape], constants: dict[str, onnx.TensorProto]
+) -> bool:
+    """Whether `node` averages the feature map over all its positions (global average pooling, a mean over its
+    spatial axes, an average pool whose window is the whole map): behind it the map's gradient is the same at every
+    position, which CAM's weights assume."""
+    channels_first = feature_map.spatial_axes == (2, 3)
+    if node.op_type == "GlobalAveragePool":
+        return channels_first
+    if node.op_type == "AveragePool":
+        shape = shapes.get(feature_map.tensor)
+        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+        return channels_first and shape is not None and _covers_whole_map(node, shape) and not any(pads)
+    if node.op_type == "ReduceMean":
+        axes = _reduce_axes(node, constants)
+        return axes is not None and sorted(a % 4 for a in axes) == sorted(feature_map.spatial_axes)
+    return False
+
+
+def _flattened_map(source: str, producer: onnx.NodeProto | None) -> FeatureMap | None:
+    """The map a Flatten reads: channels-first, unless a Transpose just reordered a channels-first map's axes. None
+    when that Transpose moves the batch axis: the tensor is no image map (an attention's heads, flattened)."""
     if producer is not None and producer.op_type == "Transpose":
         perm = next((list(a.ints) for a in producer.attribute if a.name == "perm"), [3, 2, 1, 0])
-        return FeatureMap(source, perm.index(1), (perm.index(2), perm.index(3)))
+        if perm[0] != 0:
+            return None
+        if perm != _TO_CHANNELS_FIRST:
+            return FeatureMap(source, perm.index(1), (perm.index(2), perm.index(3)))
     return FeatureMap(source, 1, (2, 3))
 
 

@@ -139,19 +139,36 @@ def pad(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str |
 @vjp("Gather")
 def gather(ctx: BackwardContext, node: ForwardNode, grads: Gradients) -> list[str | None]:
     """Gather of float data at constant indices (a ViT's class token): index dimensions are flattened into one,
-    then each input index sums the gradients of the outputs that read it (repeated indices included)."""
+    then each input index sums the gradients of the outputs that read it (repeated indices included). Indices
+    computed at run time, or an axis whose size is not static, take the scatter form (_scattered_back)."""
     data, indices = node.input(0), node.input(1)
     shape = ctx.shape(data)
     if shape is None:
         raise UnknownShape(data, shape)
     rank = len(shape)
     axis = node.attrs.get("axis", 0) % rank
-    size = static_dims(ctx, data, [axis])[0]
-    index = constant(ctx, indices, "Gather indices")
+    index = ctx.value(indices)
+    if index is None or shape[axis] is None:
+        return [_scattered_back(ctx, grads[0], data, indices, axis, rank), None]
+    size = int(shape[axis])
     grad = grads[0]
     if index.ndim != 1:
         grad = _reshaped(ctx, grad, [*shape[:axis], index.size, *shape[axis + 1 :]])
     return [_read_back(ctx, grad, axis, rank, index.reshape(-1) % size, size, like=data), None]
+
+
+def _scattered_back(ctx: BackwardContext, grad: str, data: str, indices: str, axis: int, rank: int) -> str:
+    """The VJP of a Gather whose indices are computed at run time (the dynamo exporter writes an `as_strided` as a
+    Gather from the flattened activation at indices built from the batch size): the gradient's index dimensions
+    flattened into one, added into zeros shaped like the data at the indices by ScatterElements (negative indices
+    count from the end there as in Gather)."""
+    rows_shape = ctx.op(
+        "Concat", [ctx.op("Shape", [data], end=axis), ctx.ints([-1]), ctx.op("Shape", [data], start=axis + 1)], axis=0
+    )
+    rows = ctx.op("Reshape", [grad, rows_shape])
+    flat_indices = ctx.op("Reshape", [indices, ctx.ints([1] * axis + [-1] + [1] * (rank - axis - 1))])
+    spread = ctx.op("Expand", [flat_indices, ctx.op("Shape", [rows])])
+    return ctx.op("ScatterElements", [ctx.zeros_like(data), spread, rows], axis=axis, reduction="add")
 
 
 def _read_back(ctx: BackwardContext, grad: str, axis: int, rank: int, sources: np.ndarray, size: int, like: str) -> str:

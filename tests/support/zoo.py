@@ -305,9 +305,10 @@ class Architecture:
     size: int
 
     def module(self, seed: int = 0) -> nn.Module:
-        """The model in eval mode, weights from `seed` as `initialise` draws them (the constructors' own
-        initialisation leaves BatchNorm at the identity, and a ConvNeXt's layer scale of 1e-6 all but removes its
-        blocks), the rest of the parameters from torch's default initialisation under the same seed."""
+        """The model in eval mode: convolution, dense and BatchNorm parameters as `initialise` draws them from `seed`
+        (the constructors' own leave BatchNorm at the identity, which exports fold away untested), the others
+        (LayerNorm, attention projections, position tables) from the constructors' initialisation under the same
+        seed."""
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             module = self.build(torchvision_models())
@@ -335,6 +336,7 @@ TORCHVISION: dict[str, Architecture] = {
         lambda tv: tv.inception_v3(weights=None, num_classes=CLASSES, aux_logits=False, init_weights=True), 75
     ),
     "mnasnet0_5": Architecture(lambda tv: tv.mnasnet0_5(weights=None, num_classes=CLASSES), 64),
+    # Layer scale 0.5 instead of 1e-6, which all but removes each block's branch from the output and its gradient.
     "convnext_tiny": Architecture(lambda tv: tv.convnext_tiny(weights=None, num_classes=CLASSES, layer_scale=0.5), 64),
     # The transformers in small configurations: two blocks each, narrow, on 32-pixel images.
     "vit": Architecture(

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from onnxplain.server.engine.backward.support import FEATURE_MAP
+from onnxplain.server.engine.backward.support import CAM_HEAD, FEATURE_MAP
 from onnxplain.server.engine.gradients import BackwardSession, BackwardSpec
 from onnxplain.server.errors import FailedPrecondition
 from onnxplain.server.methods.base import Attribution, ExplainJob, Family
@@ -30,7 +30,11 @@ class CamMethod(GradientMethod):
 
     def walks_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         # A layer the request names replaces the default feature map; its path is checked when its graph is built.
-        return tuple(walk for walk in self.walks if walk != FEATURE_MAP) if params.get("layer") else self.walks
+        return (
+            tuple(walk for walk in self.walks if walk not in (FEATURE_MAP, CAM_HEAD))
+            if params.get("layer")
+            else self.walks
+        )
 
     parameters = (LAYER_PARAM, RELU_PARAM)
 
@@ -83,6 +87,7 @@ def upsampled(maps: np.ndarray, size: tuple[int, int], interpolation: int = cv2.
 class Cam(CamMethod):
     name = "cam"
     description = "CAM (Zhou et al. 2016) for global-average-pool + dense heads: Σ_k w_k^c A_k."
+    walks = (FEATURE_MAP, CAM_HEAD)
 
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         # Behind global average pooling and a dense layer, ∂f_c/∂A_k(i,j) = w_k^c / (h·w) at every position: a

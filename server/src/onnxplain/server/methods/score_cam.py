@@ -30,18 +30,18 @@ class ScoreCam(CamMethod):
         activations = self._activations(job, params)
         check_pass_limit(job, len(activations), "layer")
         height, width = job.spatial_size
-        # pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d, i.e. aligned corners.
-        masks = np.einsum(
-            "hy,cyx,wx->chw", _aligned(height, activations.shape[1]), activations, _aligned(width, activations.shape[2])
-        )
-        low = masks.min(axis=(1, 2), keepdims=True)
-        high = masks.max(axis=(1, 2), keepdims=True)
-        masks = (masks - low) / np.where(high > low, high - low, 1.0)
+        # pytorch-grad-cam upsamples the masks with UpsamplingBilinear2d, i.e. aligned corners. Built a batch at a
+        # time: all channels' masks at once are channels x height x width float64 (820 MB for a ResNet-50 at 224).
+        rows, columns = _aligned(height, activations.shape[1]), _aligned(width, activations.shape[2])
         batches = []
-        for start in range(0, len(masks), job.batch_size):
-            batches.append(job.scorer(job.image[None] * job.spatial_to_input(masks[start : start + job.batch_size])))
+        for start in range(0, len(activations), job.batch_size):
+            masks = np.einsum("hy,cyx,wx->chw", rows, activations[start : start + job.batch_size], columns)
+            low = masks.min(axis=(1, 2), keepdims=True)
+            high = masks.max(axis=(1, 2), keepdims=True)
+            masks = (masks - low) / np.where(high > low, high - low, 1.0)
+            batches.append(job.scorer(job.image[None] * job.spatial_to_input(masks)))
             if job.progress is not None:
-                job.progress(Progress(start + len(batches[-1]), len(masks)))
+                job.progress(Progress(start + len(batches[-1]), len(activations)))
         scores = np.concatenate(batches)  # (channels, T)
         shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
         weights = (shifted / shifted.sum(axis=0, keepdims=True)).T

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from onnxplain.server.engine.admission import ExplanationSlots
 from onnxplain.server.engine.backward.support import support_problems
@@ -107,7 +106,7 @@ class LoadedModel:
     def _head_view(self, output: str) -> LoadedModel:
         try:
             spec = self.signature.head_output(output)  # checked before the graph is read: refusals stay cheap
-            graph = onnx.load(str(self.source.path), load_external_data=False)
+            graph = self.derived.weights.model()  # the graph read at load, never the file again
             signature = self._probed(self.signature.with_head(graph.graph, spec))
         except SignatureError as error:
             raise InvalidInput(f"model {self.name!r} cannot explain output {shortened(output)!r}: {error}") from error

@@ -134,6 +134,13 @@ def print_description(description: dict[str, str], markdown: bool) -> None:
     print(flush=True)
 
 
+def print_results(columns: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool, started: float) -> None:
+    """The table, then the load after the run and its duration (`started`: time.perf_counter() at its start)."""
+    print_table(columns, rows, markdown)
+    print()
+    print(f"load after: {load_average()}; the run took {time.perf_counter() - started:.0f} s")
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> None:
     """One row per line: Markdown for RESULTS.md, else left-aligned text columns."""
     if markdown:

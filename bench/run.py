@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from bench_context import Bench
-from common import cpu_cores, load_average, log, machine_description, print_description, print_table
+from common import cpu_cores, load_average, log, machine_description, print_description, print_results
 from engine import Engine
 from plan import FULL, GPU, QUICK
 from rows import all_classes, concurrency, gradients, perturbation, scaling, transport
@@ -65,9 +65,7 @@ def main() -> int:
             for row in rows:
                 log(" | ".join(row.cells()))  # kept if a later family fails or runs out of time
             table.extend(rows)
-    print_table(COLUMNS, [row.cells() for row in table], args.markdown)
-    print()
-    print(f"load after: {load_average()}; the run took {time.perf_counter() - started:.0f} s")
+    print_results(COLUMNS, [row.cells() for row in table], args.markdown, started)
     return 0
 
 

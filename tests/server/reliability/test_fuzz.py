@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
+from support.resident import memory
 from support.servers import RunningServer, start_server
 
 from onnxplain.server.demo import REPOSITORY, SAMPLES
@@ -396,9 +397,7 @@ class Live:
 @contextmanager
 def live_server(repository: Path, healthy: Callable[[RunningServer], None]) -> Iterator[Live]:
     running = start_server(repository)
-    status = Path(f"/proc/{running.process.pid}/status").read_text()
-    size_kb = int(next(line for line in status.splitlines() if line.startswith("VmSize:")).split()[1])
-    cap = size_kb * 1024 + MEMORY_HEADROOM_BYTES
+    cap = memory(running.process.pid)["VmSize"] + MEMORY_HEADROOM_BYTES
     resource.prlimit(running.process.pid, resource.RLIMIT_AS, (cap, cap))
     try:
         with grpc.insecure_channel(running.target) as channel:

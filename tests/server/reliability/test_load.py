@@ -15,9 +15,9 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
+from support.resident import memory
 from support.servers import start_server
 from support.waiting import wait_until
 
@@ -48,13 +48,6 @@ def server_durations(output: list[str]) -> dict[str, list[float]]:
             record = json.loads(line)
             durations.setdefault(record["rpc"], []).append(record["duration_ms"])
     return durations
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def test_sixty_seconds_of_mixed_load_from_64_clients() -> None:
@@ -103,7 +96,7 @@ def test_sixty_seconds_of_mixed_load_from_64_clients() -> None:
                     timeout=CALL_DEADLINE_S,
                     what="every kind of call served",
                 )
-                memory_after_warm_up = resident_mb(server.process.pid)
+                memory_after_warm_up = memory(server.process.pid)["VmRSS"] / 2**20
                 outcomes_at_warm_up = sum(outcomes.values())
                 # The rest of the run, and at least half of it after a warm-up that a busy machine made long.
                 stop.wait(max(seconds / 2, started + seconds - time.monotonic()))
@@ -112,7 +105,7 @@ def test_sixty_seconds_of_mixed_load_from_64_clients() -> None:
             for future in futures:
                 future.result()
         seconds = time.monotonic() - started
-        memory_at_end = resident_mb(server.process.pid)
+        memory_at_end = memory(server.process.pid)["VmRSS"] / 2**20
         with Client(server.target, timeout=CALL_DEADLINE_S) as fresh:
             assert fresh.predict("digits", images[0]).top  # still serving
     finally:

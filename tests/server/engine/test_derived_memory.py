@@ -149,3 +149,45 @@ def test_the_budget_its_use_and_evictions_are_exported(model, memory) -> None:
     assert exported.get_sample_value("onnxplain_derived_refusals_total") == 0
     # The server's registry exports the process's budget.
     assert REGISTRY.get_sample_value("onnxplain_derived_memory_budget_bytes") == DERIVED_MEMORY.limit
+
+
+def test_a_build_holds_room_for_its_copy_of_the_weights_before_it_starts(model, memory) -> None:
+    cost = cost_of_one(model)
+    graphs = graphs_of(model, memory)
+    graphs.session("old", doubled)
+    seen = []
+
+    def observed(full: onnx.ModelProto) -> onnx.ModelProto:
+        seen.append((memory.reserved, graphs.cached))
+        return doubled(full)
+
+    memory.set_limit(cost + graphs.weights.nbytes - 1)
+    graphs.session("new", observed)
+    # The old session was evicted before the build began, to make room for the copy the builder works on.
+    assert seen == [(graphs.weights.nbytes, [])]
+    assert memory.evictions == 1 and memory.reserved == 0
+
+
+def test_a_build_whose_copy_of_the_weights_cannot_fit_is_refused_before_it_starts(model, memory) -> None:
+    graphs = graphs_of(model, memory)
+    memory.set_limit(graphs.weights.nbytes - 1)
+    built = []
+    with pytest.raises(ResourceExhausted, match="--memory-budget"):
+        graphs.session("refused", lambda full: built.append(full) or doubled(full))
+    assert (built, memory.refusals, memory.reserved, memory.used) == ([], 1, 0, 0)
+
+
+def test_a_models_own_budget_evicts_its_own_sessions_and_refuses_what_cannot_fit_it(model, memory) -> None:
+    cost = cost_of_one(model)
+    other = graphs_of(model, memory)
+    other.session("other's", doubled)
+    limited = graphs_of(model, memory, memory_limit=2 * cost)
+    for key in ("a", "b", "c"):
+        limited.session(key, doubled)
+    # Within its own budget of two sessions: its oldest goes, the other model's stays.
+    assert (limited.cached, other.cached) == (["b", "c"], ["other's"])
+    assert limited.used == 2 * cost and memory.used == 3 * cost
+    small = graphs_of(model, memory, memory_limit=cost - 1)
+    with pytest.raises(ResourceExhausted, match=r"memory_budget_mb \(config.yaml\)"):
+        small.session("refused", doubled)
+    assert other.cached == ["other's"] and (small.used, small.reserved) == (0, 0)

@@ -13,9 +13,12 @@ is cancelled or its deadline passes.
 
 Memory is a budget (DerivedMemory): the model's weights are read once at load and every derived session uses them
 in place (engine/session.py, SharedWeights); a session is charged its graph without those weights, the shared
-weights it reads (what its optimiser may copy), and one image's activations. The least recently used sessions that
-are not running are evicted to make room; a graph that cannot fit even then is refused with RESOURCE_EXHAUSTED
-before its session is created. A session stays charged until the last request holding it lets it go.
+weights it reads (what its optimiser may copy), and one image's activations. A build holds room before it starts
+(for the copy of the weights it works on), then room for its session before that is created. The least recently
+used sessions that are not running are evicted to make room; a graph that cannot fit even then is refused with
+RESOURCE_EXHAUSTED before it is built or its session created. A model may have a budget of its own within the
+process's (config.yaml's memory_budget_mb): its own sessions are evicted for it. A session stays charged until the
+last request holding it lets it go.
 
 Derived sessions run without ONNX Runtime's CPU arena: an arena keeps each session's largest run for the session's
 lifetime, and shrinking it after runs (memory.enable_memory_arena_shrinkage) still lets it grow past what a run
@@ -193,7 +196,7 @@ class DerivedMemory:
         """Change the budget, evicting idle sessions until what is held fits it."""
         with self.lock:
             self.limit = limit
-            evicted = self._make_room(0)[1]
+            evicted = self._make_room(None, 0)[1]
         if evicted:
             _release_freed_memory()
 
@@ -219,36 +222,51 @@ class DerivedMemory:
             self._turns.release()
 
     @contextmanager
-    def reservation(self, cost: int) -> Iterator[None]:
-        """Room for `cost` bytes during the block (a session being created), made by evicting the least recently
-        used idle sessions of any model; ResourceExhausted when even that cannot make enough."""
+    def reservation(self, owner: DerivedGraphs, cost: int) -> Iterator[Reservation]:
+        """Room for `cost` bytes of `owner`'s during the block (a graph being built, then its session created), made
+        by evicting the least recently used idle sessions (of any model for the process's budget, of `owner` for its
+        own); ResourceExhausted when even that cannot make enough. The block may resize what it holds."""
+        reservation = Reservation(self, owner)
+        reservation.resize(cost)
+        try:
+            yield reservation
+        finally:
+            reservation.resize(0)
+
+    def hold(self, owner: DerivedGraphs, held: int, cost: int) -> None:
+        """Turn `owner`'s reservation of `held` bytes into one of `cost` bytes; see Reservation.resize."""
         with self.lock:
-            fits, evicted = self._make_room(cost)
-            held = self.used + self.reserved
+            self.reserved -= held
+            owner.reserved -= held
+            fits, evicted = self._make_room(owner, cost)
             if fits:
                 self.reserved += cost
+                owner.reserved += cost
             else:
                 self.refusals += 1
+                in_use = (self.used + self.reserved, owner.used + owner.reserved)
         if evicted:
             _release_freed_memory()
         if not fits:
-            raise ResourceExhausted(
-                f"the graph this method needs would take about {_mib(cost)} MiB; the derived-graph memory budget "
-                f"(--memory-budget) is {_mib(self.limit)} MiB and {_mib(held)} MiB of it are held by graphs in use "
-                "now: try again later, or raise the budget"
-            )
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.reserved -= cost
+            raise ResourceExhausted(self._refusal(owner, cost, *in_use))
 
-    def admit(self, session: DerivedSession) -> None:
+    def _refusal(self, owner: DerivedGraphs, cost: int, held: int, held_by_owner: int) -> str:
+        if owner.limit is not None and held_by_owner + cost > owner.limit:
+            budget, held, where = owner.limit, held_by_owner, "this model's memory_budget_mb (config.yaml)"
+        else:
+            budget, where = self.limit, "the derived-graph memory budget (--memory-budget)"
+        return (
+            f"the graph this method needs would take about {_mib(cost)} MiB; {where} is {_mib(budget)} MiB and "
+            f"{_mib(held)} MiB of it are held by graphs in use now: try again later, or raise the budget"
+        )
+
+    def admit(self, owner: DerivedGraphs, session: DerivedSession) -> None:
         """Charge a new session's cost until it is garbage: a request may hold it after the cache let it go."""
         with self.lock:
             self.used += session.cost
+            owner.used += session.cost
             self.sessions += 1
-        weakref.finalize(session, self._release, session.cost)
+        weakref.finalize(session, self._release, owner, session.cost)
 
     def evict_beyond(self, owner: DerivedGraphs, count: int) -> None:
         """Evict `owner`'s least recently used idle sessions while it caches more than `count`."""
@@ -256,14 +274,20 @@ class DerivedMemory:
             while owner.cached_count() > count and self._evict_least_recent([owner]):
                 pass
 
-    def _release(self, cost: int) -> None:
+    def _release(self, owner: DerivedGraphs, cost: int) -> None:
         with self.lock:
             self.used -= cost
+            owner.used -= cost
             self.sessions -= 1
 
-    def _make_room(self, cost: int) -> tuple[bool, bool]:
-        """Evict until `cost` more bytes fit; (whether they fit, whether anything was evicted). Under the lock."""
+    def _make_room(self, owner: DerivedGraphs | None, cost: int) -> tuple[bool, bool]:
+        """Evict until `cost` more bytes of `owner`'s fit the process's budget and the owner's own; (whether they
+        fit, whether anything was evicted). Under the lock."""
         evicted = False
+        while owner is not None and owner.limit is not None and owner.used + owner.reserved + cost > owner.limit:
+            if not self._evict_least_recent([owner]):
+                return False, evicted
+            evicted = True
         while self.used + self.reserved + cost > self.limit:
             if not self._evict_least_recent(list(self._owners)):
                 return False, evicted
@@ -279,6 +303,22 @@ class DerivedMemory:
         owner.drop(key)
         self.evictions += 1
         return True
+
+
+class Reservation:
+    """Bytes an owner holds in the budget while it builds a graph and creates its session (DerivedMemory.reservation):
+    first what the build's copy of the model costs, then what the built graph's session will be charged."""
+
+    def __init__(self, memory: DerivedMemory, owner: DerivedGraphs) -> None:
+        self._memory = memory
+        self._owner = owner
+        self.held = 0
+
+    def resize(self, cost: int) -> None:
+        """Hold `cost` bytes instead, evicting to make room; ResourceExhausted, holding none, if they cannot fit."""
+        held, self.held = self.held, 0
+        self._memory.hold(self._owner, held, cost)
+        self.held = cost
 
 
 @dataclass(eq=False)
@@ -304,9 +344,11 @@ class DerivedGraphs:
         weights_dir: Path | None = None,
         memory: DerivedMemory | None = None,
         max_sessions: int = MAX_DERIVED_SESSIONS,
+        memory_limit: int | None = None,
     ) -> None:
         """`model`: the served graph as loaded (its external data, if any, is read from `weights_dir`), or its file,
-        read here once."""
+        read here once. `memory_limit`: bytes this model's derived sessions may hold, within the process's budget
+        (config.yaml's memory_budget_mb); None: only the process's budget."""
         if isinstance(model, Path):
             model, weights_dir = onnx.load(str(model), load_external_data=False), model.parent
         self.weights = SharedWeights(model, weights_dir)
@@ -315,6 +357,10 @@ class DerivedGraphs:
         self.scheduler = scheduler
         self.max_sessions = max_sessions
         self.memory = memory or DERIVED_MEMORY
+        self.limit = memory_limit
+        # Bytes of this model's sessions alive and of its builds under way; kept by self.memory under its lock.
+        self.used = 0
+        self.reserved = 0
         self.builds = 0  # graphs built so far: lets tests see that a second request reused the first's
         # On other providers (CUDA) each session copies the weights to its device anyway: they are not shared.
         self._shares_weights = first_provider(self.providers) == CPU
@@ -388,10 +434,13 @@ class DerivedGraphs:
         return session
 
     def _create(self, build: GraphBuilder) -> DerivedSession:
-        derived = build(self.weights.model())
-        shared = self.weights.detach(derived) if self._shares_weights else []
-        cost = derived.ByteSize() + self.weights.bytes_of(shared) + activation_bytes(derived)
-        with self.memory.reservation(cost):
+        """Build and create the session, holding room in the budget before either: first for the copy of the model
+        the builder works on, then for what the session will be charged."""
+        with self.memory.reservation(self, self.weights.nbytes) as reservation:  # the copy of the weights
+            derived = build(self.weights.model())
+            shared = self.weights.detach(derived) if self._shares_weights else []
+            cost = derived.ByteSize() + self.weights.bytes_of(shared) + activation_bytes(derived)
+            reservation.resize(cost)
             options = derived_session_options(self.threads)
             self.weights.share_into(options, shared)
             try:
@@ -399,7 +448,7 @@ class DerivedGraphs:
             except Exception as error:  # ONNX Runtime's errors derive from Exception only
                 raise UnsupportedGraph(f"ONNX Runtime cannot load the graph onnxplain built: {error}") from error
             session = DerivedSession(created, self.scheduler, cost=cost, weights=self.weights)
-            self.memory.admit(session)
+            self.memory.admit(self, session)
         return session
 
 

@@ -190,6 +190,71 @@ def test_malformed_tensors_are_invalid_argument(
     assert message in error.value.details()
 
 
+def typed_request(datatype: str, field: str, values: list[int]) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="image", datatype=datatype, shape=[1, 1, 28, 28])
+    getattr(tensor.contents, field).extend(values + [0] * (784 - len(values)))
+    return request
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "values", "message"),
+    [
+        (
+            "INT8",
+            "int_contents",
+            [300],
+            "is INT8, which holds -128 to 127; its contents.int_contents has values from 0 to 300",
+        ),
+        ("INT8", "int_contents", [-129, 5], "values from -129 to 5"),
+        ("INT16", "int_contents", [40_000], "is INT16, which holds -32768 to 32767"),
+        (
+            "UINT8",
+            "uint_contents",
+            [256],
+            "is UINT8, which holds 0 to 255; its contents.uint_contents has values from 0 to 256",
+        ),
+        # -1 sent for UINT8 arrives as 2**32 - 1: uint_contents is uint32 on the wire.
+        ("UINT8", "uint_contents", [2**32 - 1], "values from 0 to 4294967295"),
+        ("UINT16", "uint_contents", [70_000], "is UINT16, which holds 0 to 65535"),
+    ],
+)
+def test_typed_integers_outside_the_datatype_are_invalid_argument(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, datatype: str, field: str, values: list[int], message: str
+) -> None:
+    """Refused rather than wrapped (300 as INT8 would run as 44), before the model is looked at."""
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(typed_request(datatype, field, values), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert "input 'image'" in error.value.details()
+    assert message in error.value.details()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "field", "values"),
+    [
+        ("INT8", "int_contents", [-128, 127]),
+        ("INT16", "int_contents", [-32768, 32767]),
+        ("UINT8", "uint_contents", [255]),
+        ("UINT16", "uint_contents", [65535]),
+        ("INT32", "int_contents", [-(2**31), 2**31 - 1]),
+        ("UINT32", "uint_contents", [2**32 - 1]),
+        ("INT64", "int64_contents", [-(2**63), 2**63 - 1]),
+        ("UINT64", "uint64_contents", [2**64 - 1]),
+        ("BOOL", "bool_contents", [True, False]),
+        ("FP64", "fp64_contents", [1e300, -1e300]),
+    ],
+)
+def test_typed_values_the_datatype_holds_reach_the_model(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, datatype: str, field: str, values: list
+) -> None:
+    """The datatype's own extremes pass the conversion: what refuses them is the float32 model's input type."""
+    with pytest.raises(grpc.RpcError) as error:
+        stub.ModelInfer(typed_request(datatype, field, values), timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert "input 'image' must be float32" in error.value.details()
+
+
 def test_wrong_input_or_output_names_are_invalid_argument(client: triton.InferenceServerClient) -> None:
     image = np.zeros((1, 1, 28, 28), np.float32)
     calls = [

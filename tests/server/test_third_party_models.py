@@ -17,6 +17,7 @@ import tritonclient.grpc as triton
 from onnx import TensorProto, helper, numpy_helper
 from support.models import IR_VERSION, write_model
 from support.servers import start_server
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from onnxplain.client import Client, OnnxplainError
 
@@ -303,4 +304,18 @@ def test_the_inference_protocol_takes_a_uint8_batch(repo: Repo) -> None:
         scores = client.infer("pixels", [tensor]).as_numpy("probabilities")
     finally:
         client.close()
+    np.testing.assert_allclose(scores, direct(repo.files["pixels"], batch), rtol=0, atol=1e-6)
+
+
+def test_the_inference_protocol_takes_uint8_pixels_as_typed_contents(repo: Repo) -> None:
+    """uint_contents carries UINT8 as uint32: the pixels' whole range, 0 and 255 included, arrives unchanged."""
+    batch = np.stack([rgb_pixels(SIZE, SIZE, seed) for seed in range(2)])
+    batch[0, 0, 0], batch[1, 0, 0] = 0, 255
+    request = service_pb2.ModelInferRequest(model_name="pixels")
+    tensor = request.inputs.add(name="pixels", datatype="UINT8", shape=batch.shape)
+    tensor.contents.uint_contents.extend(batch.ravel().tolist())
+    with grpc.insecure_channel(repo.target) as channel:
+        response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    (raw,) = response.raw_output_contents
+    scores = np.frombuffer(raw, dtype="<f4").reshape(list(response.outputs[0].shape))
     np.testing.assert_allclose(scores, direct(repo.files["pixels"], batch), rtol=0, atol=1e-6)

@@ -117,6 +117,8 @@ def test_json_config_is_read(tmp_path: Path) -> None:
         ({"preprocessing": {"std": [1e-30]}}, "preprocessing.std values must be at least 1e-06 in magnitude"),
         ({"load_timeout_s": 0}, "load_timeout_s must be a finite number above 0"),
         ({"load_timeout_s": float("inf")}, "load_timeout_s must be a finite number above 0"),
+        ({"memory_budget_mb": 0}, "memory_budget_mb must be an integer from 1 to 1073741824, got 0"),
+        ({"memory_budget_mb": 2.5}, "memory_budget_mb must be an integer from 1"),
         # Names and labels.
         ({"output": {"name": 3}}, "output.name must be a tensor name, got 3"),
         ({"input": {"name": ["x"]}}, "input.name must be a tensor name"),

@@ -1,5 +1,6 @@
 """What the registry and the loader do with a repository that could hurt the server, in-process: folders that are
-not versions, graphs with cycles, and loads that never finish (session creation blocked on an event nobody sets).
+not versions, graphs with cycles or with nodes out of order, and loads that never finish (session creation blocked
+on an event nobody sets).
 tests/server/test_hostile_repository.py runs the same cases through a live server."""
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+from support.inprocess import serving_in_process
 from support.models import IR_VERSION, identity_classifier, write_model
 
-from onnxplain.server.errors import Unavailable
+from onnxplain.client import Client, TopK
+from onnxplain.server.errors import FailedPrecondition, Unavailable
 from onnxplain.server.repository import loader
 from onnxplain.server.repository.config import ModelConfig
 from onnxplain.server.repository.loader import load_model, load_time_limit
 from onnxplain.server.repository.registry import ModelRegistry, scan_repository
-from onnxplain.server.repository.safety import cycle_problem
+from onnxplain.server.repository.safety import sort_nodes
 from onnxplain.server.settings import DEFAULT_MODEL_LOAD_TIMEOUT_S, ServerSettings
 
 # Generous: how long a test waits for something that happens at once when the code is right.
@@ -87,7 +93,7 @@ def looping_identities() -> helper.GraphProto:
 
 
 def test_a_cycle_is_found_and_named() -> None:
-    problem = cycle_problem(looping_identities())
+    problem = sort_nodes(looping_identities())
     assert problem == (
         "the graph has a cycle (ONNX graphs must be acyclic): nodes 'scores' (Identity), 'loop' (Identity) are on it "
         "or fed by it"
@@ -96,14 +102,14 @@ def test_a_cycle_is_found_and_named() -> None:
 
 def test_a_node_reading_its_own_output_is_a_cycle() -> None:
     graph = rows_graph([helper.make_node("Add", ["rows", "scores"], ["scores"], name="self")])
-    assert "nodes 'self' (Add)" in cycle_problem(graph)
+    assert "nodes 'self' (Add)" in sort_nodes(graph)
 
 
 def test_an_acyclic_graph_in_any_node_order_passes() -> None:
     graph = rows_graph(
         [helper.make_node("Relu", ["flat"], ["scores"]), helper.make_node("Flatten", ["rows"], ["flat"])]
     )
-    assert cycle_problem(graph) is None
+    assert sort_nodes(graph) is None
 
 
 def test_a_cycle_through_a_subgraph_reading_the_outer_graph_is_found() -> None:
@@ -121,7 +127,7 @@ def test_a_cycle_through_a_subgraph_reading_the_outer_graph_is_found() -> None:
             helper.make_node("Identity", ["rows"], ["scores"]),
         ]
     )
-    assert "nodes 'if' (If), 'relu' (Relu)" in cycle_problem(graph)
+    assert "nodes 'if' (If), 'relu' (Relu)" in sort_nodes(graph)
 
 
 def test_a_cycle_inside_a_subgraph_is_found() -> None:
@@ -137,7 +143,7 @@ def test_a_cycle_inside_a_subgraph_is_found() -> None:
             helper.make_node("Identity", ["rows"], ["scores"]),
         ]
     )
-    assert cycle_problem(graph).startswith("subgraph 'looping_branch' has a cycle")
+    assert sort_nodes(graph).startswith("subgraph 'looping_branch' has a cycle")
 
 
 def test_a_model_with_a_cycle_is_refused_at_once(tmp_path: Path) -> None:
@@ -148,6 +154,102 @@ def test_a_model_with_a_cycle_is_refused_at_once(tmp_path: Path) -> None:
     (status,) = registry.load_latest_versions()
     assert status.state == "unavailable"
     assert status.reason.startswith("the graph has a cycle")
+
+
+# ---- graphs with nodes out of order ---------------------------------------------------------------------------------
+
+
+def small_cnn(order: list[int]) -> onnx.ModelProto:
+    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, its nodes written in `order`."""
+    rng = np.random.default_rng(5)
+    nodes = [
+        helper.make_node("Conv", ["input", "kernel"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["conv"], ["features"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["features"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "dense"], ["scores"], transB=1, name="dense"),
+    ]
+    graph = helper.make_graph(
+        [nodes[index] for index in order],
+        "small_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        [
+            numpy_helper.from_array(rng.normal(size=(6, 3, 3, 3)).astype(np.float32), "kernel"),
+            numpy_helper.from_array(rng.normal(size=(4, 6)).astype(np.float32), "dense"),
+        ],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
+
+
+SHUFFLED = [3, 0, 4, 2, 1]
+
+
+def test_nodes_out_of_order_are_sorted_as_onnx_requires() -> None:
+    model = small_cnn(SHUFFLED)
+    with pytest.raises(onnx.checker.ValidationError, match="topologically sorted"):
+        onnx.checker.check_model(model)
+    assert sort_nodes(model.graph) is None
+    onnx.checker.check_model(model)
+    assert [node.name for node in model.graph.node] == ["conv", "relu", "pool", "flatten", "dense"]
+
+
+def test_a_graph_in_order_is_left_as_it_is() -> None:
+    # Two branches written one after the other: a breadth-first order would interleave them.
+    graph = rows_graph(
+        [
+            helper.make_node("Relu", ["rows"], ["left"]),
+            helper.make_node("Neg", ["left"], ["left_negated"]),
+            helper.make_node("Sigmoid", ["rows"], ["right"]),
+            helper.make_node("Add", ["left_negated", "right"], ["scores"]),
+        ]
+    )
+    written = graph.SerializeToString()
+    assert sort_nodes(graph) is None
+    assert graph.SerializeToString() == written
+
+
+def test_nodes_out_of_order_inside_a_subgraph_are_sorted() -> None:
+    branch = helper.make_graph(
+        [helper.make_node("Neg", ["doubled"], ["out"]), helper.make_node("Add", ["rows", "rows"], ["doubled"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+    )
+    graph = rows_graph(
+        [
+            helper.make_node("Identity", ["chosen"], ["scores"]),
+            helper.make_node("If", ["condition"], ["chosen"], then_branch=branch, else_branch=branch),
+        ]
+    )
+    graph.input.append(helper.make_tensor_value_info("condition", TensorProto.BOOL, []))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=IR_VERSION)
+    assert sort_nodes(model.graph) is None
+    onnx.checker.check_model(model)
+    assert [node.op_type for node in model.graph.node] == ["ReduceMean", "If", "Identity"]
+    for attribute in model.graph.node[1].attribute:
+        assert [node.op_type for node in attribute.g.node] == ["Add", "Neg"]
+
+
+def test_a_model_with_nodes_out_of_order_serves_as_the_ordered_one(tmp_path: Path) -> None:
+    """ONNX Runtime runs it either way; the gradient methods walk the graph kept at load, sorted there."""
+    ordered = write_model(tmp_path, "ordered", small_cnn([0, 1, 2, 3, 4]).SerializeToString())
+    write_model(tmp_path, "shuffled", small_cnn(SHUFFLED).SerializeToString())
+    images = np.random.default_rng(6).random((2, 3, 8, 8), dtype=np.float32)
+    session = ort.InferenceSession(str(ordered), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"input": images})
+    with serving_in_process(tmp_path) as served, Client(served.target) as client:
+        assert [s.state for s in served.registry.statuses()] == ["ready", "ready"]
+        scores = [prediction.scores for prediction in client.predict("shuffled", list(images))]
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+        for method in ("saliency", "grad_cam", "integrated_gradients"):
+            maps = {
+                name: client.explain(name, list(images), method=method, target=TopK(2))
+                for name in ("ordered", "shuffled")
+            }
+            for ordered_map, shuffled_map in zip(maps["ordered"], maps["shuffled"], strict=True):
+                assert shuffled_map.targets == ordered_map.targets
+                np.testing.assert_allclose(shuffled_map.attribution, ordered_map.attribution, rtol=1e-5, atol=1e-7)
 
 
 # ---- loads that never finish ---------------------------------------------------------------------------------------
@@ -193,6 +295,35 @@ def test_a_load_past_its_time_limit_is_abandoned_and_never_installed(
     assert registry.status("never", "1").state == "unavailable"
     with pytest.raises(Unavailable, match="load did not finish"):
         registry.get("never")
+
+
+def test_a_retry_while_the_abandoned_load_runs_is_refused_and_starts_no_thread(
+    tmp_path: Path, blocked_sessions: threading.Event
+) -> None:
+    write_model(tmp_path, "never", identity_classifier())
+    # A short limit for the load that blocks; the default one (minutes) for the load after the release.
+    settings = {"limit": ServerSettings(model_repository=tmp_path, model_load_timeout_s=0.5)}
+    registry = ModelRegistry(tmp_path, lambda source: load_model(source, settings["limit"]))
+    registry.load_latest_versions()
+    (abandoned,) = load_threads("never")
+
+    for _ in range(3):
+        with pytest.raises(FailedPrecondition) as refused:
+            registry.load("never")
+        assert str(refused.value) == (
+            "model 'never' version 1 failed to load: the load abandoned earlier (past its time limit) is still "
+            "running and cannot be stopped; a new load of this version starts only once it ends"
+        )
+    assert load_threads("never") == [abandoned]
+    status = registry.status("never", "1")
+    assert (status.state, "still running" in status.reason) == ("unavailable", True)
+
+    settings["limit"] = ServerSettings(model_repository=tmp_path)
+    blocked_sessions.set()
+    abandoned.join(WAIT_SECONDS)
+    assert not abandoned.is_alive()
+    assert registry.load("never").state == "ready"
+    registry.get("never")
 
 
 def test_a_slow_model_does_not_hold_back_the_others(tmp_path: Path, blocked_sessions: threading.Event) -> None:

@@ -201,8 +201,26 @@ def _typed_array(tensor: oip_pb.ModelInferRequest.InferInputTensor) -> np.ndarra
         raise InvalidInput(
             f"input {tensor.name!r} of shape {shape} needs {count} values in contents.{field}, got {len(values)}"
         )
-    # Through the field's own type: narrower types (INT8 in int_contents) wrap instead of failing on overflow.
-    return np.array(values, dtype=_FIELD_DTYPES[field]).astype(dtype.newbyteorder("=")).reshape(shape)
+    array = np.array(values, dtype=_FIELD_DTYPES[field])
+    _check_integer_range(tensor, field, array, dtype)
+    return array.astype(dtype.newbyteorder("=")).reshape(shape)
+
+
+def _check_integer_range(
+    tensor: oip_pb.ModelInferRequest.InferInputTensor, field: str, values: np.ndarray, dtype: np.dtype
+) -> None:
+    """A datatype narrower than its contents field (INT8 and INT16 in int_contents, UINT8 and UINT16 in uint_contents)
+    cannot hold every value the field can: numpy would wrap the others (300 as INT8 is 44). Values too wide for the
+    field itself never reach here: protobuf truncates them while parsing."""
+    if dtype.kind not in "iu" or dtype.itemsize >= values.dtype.itemsize:
+        return
+    limits = np.iinfo(dtype)
+    low, high = values.min(), values.max()
+    if low < limits.min or high > limits.max:
+        raise InvalidInput(
+            f"input {tensor.name!r} is {tensor.datatype}, which holds {limits.min} to {limits.max}; "
+            f"its contents.{field} has values from {low} to {high}"
+        )
 
 
 def _datatype(tensor: oip_pb.ModelInferRequest.InferInputTensor) -> tuple[np.dtype, str | None]:

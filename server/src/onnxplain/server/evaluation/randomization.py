@@ -45,10 +45,10 @@ class Cascade:
 
 
 def plan_cascade(model: LoadedModel, steps: int | None) -> Cascade:
-    """Load the model's graph and cut its layers into `steps` cumulative steps (None: one layer per step, as Quantus
+    """The model's graph and its layers cut into `steps` cumulative steps (None: one layer per step, as Quantus
     does; fewer steps group neighbouring layers, for deep models where each step costs one explanation per image).
     A model without learned layers cannot be checked."""
-    graph = onnx.load(str(model.source.path))  # with its external data
+    graph = model.derived.weights.model()  # as loaded (nodes sorted, weights as read then), not the file again
     layers = weighted_layers(graph)
     if not layers:
         raise FailedPrecondition(

@@ -34,6 +34,7 @@ _TOP_LEVEL_KEYS = {
     "instance_count",
     "max_concurrent_explanations",
     "load_timeout_s",
+    "memory_budget_mb",
 }
 _BATCHING_KEYS = {"max_batch_size", "max_queue_delay_microseconds", "max_queue_size"}
 _PREPROCESSING_KEYS = {"resize", "center_crop", "color", "scale", "mean", "std", "layout", "interpolation"}
@@ -51,6 +52,7 @@ MAX_QUEUE_DELAY_US = 10_000_000
 MAX_INSTANCE_COUNT = 64
 MAX_CONCURRENT_EXPLANATIONS = 64
 MAX_LOAD_TIMEOUT_S = 86400.0
+MAX_MEMORY_BUDGET_MB = 2**30  # a petabyte: beyond any machine, within what the budget's byte count holds
 # scale, mean and |std| stay within these, so preprocessed pixels are finite float32 values.
 MAX_PREPROCESSING_MAGNITUDE = 1e6
 MIN_STD_MAGNITUDE = 1e-6
@@ -82,6 +84,8 @@ class ModelConfig:
     max_concurrent_explanations: int | None = None
     # Seconds the model may take to load; lowers the server's --model-load-timeout-s, never raises it.
     load_timeout_s: float | None = None
+    # MiB this model's derived graphs may hold, within the server's --memory-budget; None: only that budget.
+    memory_budget_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def parse_model_config(raw: Any, model_dir: Path) -> ModelConfig:
         load_timeout_s=None
         if section.get("load_timeout_s") is None
         else _number(section["load_timeout_s"], "load_timeout_s", 0.0, MAX_LOAD_TIMEOUT_S, low_open=True),
+        memory_budget_mb=_count(section, "memory_budget_mb", "memory_budget_mb", maximum=MAX_MEMORY_BUDGET_MB),
     )
 
 

@@ -25,10 +25,15 @@ from onnxplain.server.observability.metrics import batch_observer
 from onnxplain.server.observability.names import shortened
 from onnxplain.server.repository.config import ModelConfig, read_model_config
 from onnxplain.server.repository.model import LoadedModel, ModelLoadError, ModelSource, sample_shape
-from onnxplain.server.repository.safety import cycle_problem, external_data_problem, model_file_problem
+from onnxplain.server.repository.safety import external_data_problem, model_file_problem, sort_nodes
 from onnxplain.server.repository.signature import ModelSignature, read_signature
 from onnxplain.server.repository.support import MethodChecks
 from onnxplain.server.settings import ServerSettings
+
+# Threads of loads abandoned past their time limit, by model file: kept to refuse a new load of the same version while
+# one still runs.
+_abandoned_loads: dict[Path, threading.Thread] = {}
+_abandoned_loads_lock = threading.Lock()
 
 
 def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
@@ -37,14 +42,15 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
     The config is read first (its reading is bounded: repository/config.py); the rest runs on a daemon thread within
     the model's load time limit. A load that overruns (session creation or shape inference that does not end) is
     abandoned: the model is unavailable with the reason while the others serve, the thread finishes on its own and
-    its result is dropped, and being a daemon it never keeps the process from exiting."""
+    its result is dropped, and being a daemon it never keeps the process from exiting. A thread cannot be stopped,
+    so until it ends a new load of the same version is refused: retries would otherwise pile threads up."""
+    _refuse_beside_an_abandoned_load(source)
     try:
         config = read_model_config(source.model_dir)
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
     seconds, setting = load_time_limit(config, settings)
-    thread_name = f"onnxplain-load-{shortened(source.name, 40)}:{source.version}"
-    return _within(seconds, setting, lambda: _load(source, config, settings), thread_name)
+    return _within(seconds, setting, lambda: _load(source, config, settings), source)
 
 
 def load_time_limit(config: ModelConfig, settings: ServerSettings) -> tuple[float, str]:
@@ -54,7 +60,20 @@ def load_time_limit(config: ModelConfig, settings: ServerSettings) -> tuple[floa
     return settings.model_load_timeout_s, "--model-load-timeout-s"
 
 
-def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], thread_name: str) -> LoadedModel:
+def _refuse_beside_an_abandoned_load(source: ModelSource) -> None:
+    with _abandoned_loads_lock:
+        thread = _abandoned_loads.get(source.path)
+        if thread is not None and not thread.is_alive():
+            del _abandoned_loads[source.path]
+            return
+    if thread is not None:
+        raise ModelLoadError(
+            "the load abandoned earlier (past its time limit) is still running and cannot be stopped; "
+            "a new load of this version starts only once it ends"
+        )
+
+
+def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], source: ModelSource) -> LoadedModel:
     outcome: Future[LoadedModel] = Future()
 
     def run() -> None:
@@ -63,10 +82,14 @@ def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], threa
         except BaseException as error:  # handed to the waiting caller, whatever it is
             outcome.set_exception(error)
 
-    threading.Thread(target=run, name=thread_name, daemon=True).start()
+    thread_name = f"onnxplain-load-{shortened(source.name, 40)}:{source.version}"
+    thread = threading.Thread(target=run, name=thread_name, daemon=True)
+    thread.start()
     try:
         return outcome.result(timeout=seconds)
     except FutureTimeout:
+        with _abandoned_loads_lock:
+            _abandoned_loads[source.path] = thread
         raise ModelLoadError(f"load did not finish within {seconds:g} s ({setting}); it was abandoned") from None
 
 
@@ -103,6 +126,7 @@ def _load(source: ModelSource, config: ModelConfig, settings: ServerSettings) ->
             providers=providers,
             threads=settings.intra_op_threads,
             scheduler=scheduler,
+            memory_limit=None if config.memory_budget_mb is None else config.memory_budget_mb * 1024 * 1024,
         )
         concurrent = config.max_concurrent_explanations or settings.max_concurrent_explanations
         return LoadedModel(
@@ -138,8 +162,9 @@ def batching_policy(config: ModelConfig, settings: ServerSettings, providers: li
 
 
 def _read_graph(path: Path, settings: ServerSettings) -> onnx.ModelProto:
-    """The graph without its weights' external files, after checking every file it makes the server read is safe
-    (repository/safety.py): nothing is read from outside the model's folder, nothing beyond the size limit."""
+    """The graph without its weights' external files, its nodes in topological order, after checking every file it
+    makes the server read is safe (repository/safety.py): nothing is read from outside the model's folder, nothing
+    beyond the size limit."""
     problem = model_file_problem(path, settings.model_repository, settings.max_model_bytes)
     if problem is not None:
         raise ModelLoadError(problem)
@@ -147,7 +172,7 @@ def _read_graph(path: Path, settings: ServerSettings) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:
         raise ModelLoadError(f"{path.name} is not a readable ONNX model: {error}") from error
-    problem = external_data_problem(model, path, settings.max_model_bytes) or cycle_problem(model.graph)
+    problem = external_data_problem(model, path, settings.max_model_bytes) or sort_nodes(model.graph)
     if problem is not None:
         raise ModelLoadError(problem)
     return model

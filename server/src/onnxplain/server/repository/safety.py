@@ -5,14 +5,16 @@ ONNX external data names weight files by path, a known traversal: a tensor's `lo
 path, ONNX Runtime's in-memory address tag (its `offset` is then read as a pointer), or a link that leads anywhere.
 A version may read only regular files inside its own folder, inside the configured repository, within a size limit.
 A graph whose nodes feed each other in a loop is refused before anything walks it: walks that follow producers
-(the output's activation, the paths gradients take) would never end on it.
+(the output's activation, the paths gradients take) would never end on it. A graph without one whose nodes are out
+of order is put in order (see sort_nodes).
 Each check returns the reason a model is refused, or None.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
-from collections import defaultdict, deque
+from collections import defaultdict
 from pathlib import Path
 
 import onnx
@@ -66,27 +68,36 @@ def _location_problem(location: str, folder: Path) -> str | None:
     return None
 
 
-def cycle_problem(graph: onnx.GraphProto, where: str = "the graph") -> str | None:
-    """The nodes that cannot be ordered, in the graph or any subgraph: those on a cycle and those fed by one."""
+def sort_nodes(graph: onnx.GraphProto, where: str = "the graph") -> str | None:
+    """Put the nodes of the graph and of its subgraphs in topological order, in place; or the reason they cannot be
+    (a cycle: the nodes on it and those fed by it). ONNX requires the order, and shape inference and the backward
+    graphs' walks rely on it, but converters sometimes emit nodes out of it; ONNX Runtime sorts them itself, so such a
+    model serves, and sorted here every method runs on it too. A graph already in order is left as it is."""
     nodes = list(graph.node)
     inner = [list(subgraphs(node)) for node in nodes]
-    stuck = _unorderable_nodes(nodes, inner)
-    if stuck:
+    order = _topological_order(nodes, inner)
+    if len(order) < len(nodes):
+        placed = set(order)
+        stuck = [node for index, node in enumerate(nodes) if index not in placed]
         shown = ", ".join(f"{shortened(node.name or node.output[0])!r} ({node.op_type})" for node in stuck[:5])
         more = f" and {len(stuck) - 5} more" if len(stuck) > 5 else ""
         return f"{where} has a cycle (ONNX graphs must be acyclic): nodes {shown}{more} are on it or fed by it"
+    # Subgraphs first: their nodes are sorted where they are, then the nodes holding them are moved.
     for graphs in inner:
         for subgraph in graphs:
-            problem = cycle_problem(subgraph, f"subgraph {shortened(subgraph.name)!r}")
+            problem = sort_nodes(subgraph, f"subgraph {shortened(subgraph.name)!r}")
             if problem is not None:
                 return problem
+    if order != list(range(len(nodes))):
+        del graph.node[:]
+        graph.node.extend(nodes[index] for index in order)
     return None
 
 
-def _unorderable_nodes(nodes: list[onnx.NodeProto], inner: list[list[onnx.GraphProto]]) -> list[onnx.NodeProto]:
-    """Kahn's topological sort; the nodes it never reaches. Inputs no node of this graph makes (graph inputs,
-    initializers, names of an enclosing graph) are available from the start; a node with subgraphs also waits for
-    the names they read from this graph."""
+def _topological_order(nodes: list[onnx.NodeProto], inner: list[list[onnx.GraphProto]]) -> list[int]:
+    """Kahn's topological sort, the earliest ready node first (nodes already in order keep it): the indices of the
+    nodes it reaches, in order. Inputs no node of this graph makes (graph inputs, initializers, names of an enclosing
+    graph) are available from the start; a node with subgraphs also waits for the names they read from this graph."""
     producers = {name: index for index, node in enumerate(nodes) for name in node.output if name}
     consumers: defaultdict[int, list[int]] = defaultdict(list)
     waiting = []
@@ -96,13 +107,17 @@ def _unorderable_nodes(nodes: list[onnx.NodeProto], inner: list[list[onnx.GraphP
         for producer in needs:
             consumers[producer].append(index)
         waiting.append(len(needs))
-    ready = deque(index for index, count in enumerate(waiting) if count == 0)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
     while ready:
-        for consumer in consumers[ready.popleft()]:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for consumer in consumers[index]:
             waiting[consumer] -= 1
             if waiting[consumer] == 0:
-                ready.append(consumer)
-    return [node for node, count in zip(nodes, waiting, strict=True) if count > 0]
+                heapq.heappush(ready, consumer)
+    return order
 
 
 def _outer_names(graph: onnx.GraphProto) -> set[str]:

@@ -6,11 +6,13 @@ from importlib.metadata import EntryPoint
 
 import numpy as np
 import pytest
+from support.servers import free_port
 
 from onnxplain.client.cli import plugins
 from onnxplain.client.cli.arguments import parse_param, parse_param_value, parse_target, targets_argument
 from onnxplain.client.cli.main import build_parser, main
 from onnxplain.client.targets import TopK
+from onnxplain.server.demo import SAMPLES
 
 
 @pytest.mark.parametrize(
@@ -132,6 +134,8 @@ def test_explain_writes_maps_and_overlays(server_address, fake_service, tmp_path
     assert list(request.parameters["window"].numbers.values) == [4.0, 4.0]
     summary = capsys.readouterr().out
     assert summary.startswith(f"{image}: occlusion targets 0 (cat), 1 (dog); 20 forward passes, 0.25s")
+    overlays = f"{out / 'cat.occlusion.t0.png'}, {out / 'cat.occlusion.t1.png'}"
+    assert summary.rstrip().endswith(f"-> {out / 'cat.occlusion.npy'}, {overlays}")
 
 
 def test_predict_and_explain_send_the_head_named_by_output(server_address, fake_service, tmp_path, capsys):
@@ -175,6 +179,78 @@ def test_server_errors_exit_1_with_the_message(server_address, capsys):
 def test_unreadable_images_exit_1(server_address, tmp_path, capsys):
     assert main(["predict", "--server", server_address, "--model", "m", str(tmp_path / "nope.png")]) == 1
     assert "nope.png" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_named_with_how_to_start_or_point_at_one(monkeypatch, capsys):
+    target = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("ONNXPLAIN_SERVER", target)
+    assert main(["models", "--no-retries"]) == 1
+    error, hint = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"error: UNAVAILABLE: no server answered at {target} (")
+    assert "`make serve`" in hint and "`onnxplain serve" in hint
+    assert "--server HOST:PORT" in hint and "$ONNXPLAIN_SERVER" in hint
+
+
+def test_explain_stops_at_a_failure_no_other_image_can_escape(server_address, fake_service, tmp_path, capsys):
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    for image in images:
+        image.write_bytes(b"png")
+    command = ["explain", "--server", server_address, "--model", "missing", "--method", "occlusion"]
+    assert main([*command, "-o", str(tmp_path / "out"), *map(str, images)]) == 1
+    assert capsys.readouterr().err == "error: NOT_FOUND: model 'missing' not found\n"
+    assert len(fake_service.requests) == 1
+
+
+def test_explain_goes_on_past_a_segments_file_it_cannot_load(server_address, fake_service, tmp_path, capsys):
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    for image in images:
+        image.write_bytes(b"png")
+    pickled, segments = tmp_path / "pickled.npy", tmp_path / "b.npy"
+    np.save(pickled, np.array([{"not": "ids"}], dtype=object), allow_pickle=True)
+    np.save(segments, np.zeros((4, 5), np.int32))
+    command = ["explain", "--server", server_address, "--model", "resnet", "--method", "lime", "-o", str(tmp_path)]
+    for missing_or_pickled, reason in ((tmp_path / "gone.npy", "No such file or directory"), (pickled, "not an .npy")):
+        segment_files = ["--segments", str(missing_or_pickled), "--segments", str(segments)]
+        assert main([*command, *segment_files, *map(str, images)]) == 1
+        error = f"error: {images[0]}: INVALID_ARGUMENT: --segments {missing_or_pickled}: {reason}"
+        assert capsys.readouterr().err.startswith(error)
+    assert [len(request.images) for request in fake_service.requests] == [1, 1]
+    assert all(request.images[0].HasField("segments") for request in fake_service.requests)
+
+
+@pytest.mark.parametrize("streamed", [[], ["--progress"]])
+def test_explain_goes_on_past_bad_files_names_them_and_sums_up(demo_server, tmp_path, capsys, streamed):
+    garbage, missing = tmp_path / "notes.png", tmp_path / "gone.png"
+    garbage.write_text("not a picture")
+    images = [SAMPLES / "digit_6_strokes.png", garbage, missing, SAMPLES / "digit_3_clean.png"]
+    out = tmp_path / "out"
+    command = ["explain", "--server", demo_server.target, "--model", "digits", "--method", "saliency", "-o", str(out)]
+    assert main([*command, *streamed, *map(str, images)]) == 1
+    captured = capsys.readouterr()
+    # Each error on a line of its own, never glued to the end of a progress line.
+    assert [line for line in captured.err.splitlines() if "error" in line] == [
+        f"error: {garbage}: INVALID_ARGUMENT: not a PNG, JPEG, BMP or WebP image",
+        f"error: {missing}: INVALID_ARGUMENT: cannot read the image file: No such file or directory",
+        f"error: 2 of 4 images explained; failed: {garbage}, {missing}",
+    ]
+    for line, stem in zip(captured.out.splitlines(), ("digit_6_strokes", "digit_3_clean"), strict=True):
+        maps, overlay = out / f"{stem}.saliency.npy", out / f"{stem}.saliency.png"
+        assert line.endswith(f"-> {maps}, {overlay}")
+        assert np.load(maps).shape == (28, 28)
+        assert overlay.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("method", "warned"), [("saliency", True), ("grad_cam", True), ("integrated_gradients", False)]
+)
+def test_polarity_both_warns_when_the_map_has_no_negative_values(demo_server, tmp_path, capsys, method, warned):
+    image = SAMPLES / "digit_6_strokes.png"
+    command = ["explain", "--server", demo_server.target, "--model", "digits", "--method", method]
+    assert main([*command, "--polarity", "both", "-o", str(tmp_path), str(image)]) == 0
+    # The reference: the map the server sent, with or without negative values.
+    assert bool(np.load(tmp_path / f"digit_6_strokes.{method}.npy").min() >= 0) is warned
+    expected = f"warning: {image}: the {method} map has no negative values, so --polarity both has nothing to show"
+    assert capsys.readouterr().err.startswith(expected) is warned
 
 
 def test_serve_without_the_server_says_how_to_install_it(monkeypatch, capsys):

@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.images import to_image, to_images
 from onnxplain.client.tensors import decode_tensor
 from onnxplain.v1 import explain_service_pb2 as pb
@@ -33,7 +34,7 @@ def test_integer_arrays_go_in_their_own_dtype_for_integer_input_models(dtype):
 
 
 def test_boolean_arrays_are_rejected():
-    with pytest.raises(TypeError, match="path or bytes"):
+    with pytest.raises(InvalidArgumentError, match="path or bytes"):
         to_image(np.zeros((4, 4, 3), dtype=bool))
 
 
@@ -49,9 +50,16 @@ def test_paths_are_read(tmp_path: Path):
     assert to_image(str(path)).encoded == b"\x89PNG..."
 
 
-def test_a_missing_file_raises_file_not_found(tmp_path: Path):
-    with pytest.raises(FileNotFoundError):
-        to_image(tmp_path / "missing.png")
+@pytest.mark.parametrize(
+    ("name", "reason"), [("missing.png", "No such file or directory"), ("folder.png", "Is a directory")]
+)
+def test_a_file_that_cannot_be_read_is_named_with_the_reason(tmp_path: Path, name, reason):
+    (tmp_path / "folder.png").mkdir()
+    path = tmp_path / name
+    with pytest.raises(InvalidArgumentError) as caught:
+        to_image(path)
+    assert caught.value.message == f"{path}: cannot read the image file: {reason}"
+    assert isinstance(caught.value.__cause__, OSError)
 
 
 def test_empty_bytes_are_rejected():
@@ -66,7 +74,7 @@ def test_image_messages_pass_through():
 
 @pytest.mark.parametrize("value", [None, 3, [[1.0]]])
 def test_other_types_are_rejected(value):
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgumentError, match="cannot send a"):
         to_image(value)
 
 

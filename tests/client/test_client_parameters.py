@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.parameters import from_parameter, from_parameters, to_parameter, to_parameters
 from onnxplain.v1 import explain_service_pb2 as pb
 
@@ -33,7 +34,7 @@ def test_bool_is_a_flag_not_an_integer():
 
 @pytest.mark.parametrize("value", [None, {"a": 1}, [1, "x"], [True, 1], np.zeros((2, 2)), object(), b"bytes"])
 def test_other_types_are_rejected_with_the_parameter_name(value):
-    with pytest.raises(TypeError, match="'window'"):
+    with pytest.raises(InvalidArgumentError, match="'window'"):
         to_parameter("window", value)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from onnxplain.client import AsyncClient, Client
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.images import with_segments
 from onnxplain.client.responses import parse_explanation
 from onnxplain.client.tensors import decode_tensor, encode_tensor
@@ -66,13 +67,13 @@ def test_no_segments_leaves_the_images_alone():
 @pytest.mark.parametrize(
     ("segments", "single", "error", "message"),
     [
-        (np.zeros((2, 2), dtype=np.float32), True, TypeError, "must be integers"),
-        (np.zeros((2, 2), dtype=bool), True, TypeError, "must be integers"),
+        (np.zeros((2, 2), dtype=np.float32), True, InvalidArgumentError, "must be integers"),
+        (np.zeros((2, 2), dtype=bool), True, InvalidArgumentError, "must be integers"),
         (np.zeros((1, 2, 2), dtype=np.int32), True, ValueError, "must be (H, W)"),
         (np.array([[0, -1]]), True, ValueError, "between 0 and"),
         (np.array([[0, 2**31]], dtype=np.int64), True, ValueError, "between 0 and"),
-        ([np.zeros((2, 2), dtype=np.int32)], True, TypeError, "not a list"),
-        (np.zeros((2, 2), dtype=np.int32), False, TypeError, "one (H, W) array or None per image"),
+        ([np.zeros((2, 2), dtype=np.int32)], True, InvalidArgumentError, "not a list"),
+        (np.zeros((2, 2), dtype=np.int32), False, InvalidArgumentError, "one (H, W) array or None per image"),
         ([np.zeros((2, 2), dtype=np.int32)], False, ValueError, "1 segment maps for 2 images"),
     ],
 )

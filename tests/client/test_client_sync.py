@@ -6,6 +6,7 @@ import pytest
 
 from onnxplain.client import Client, Explanation, OnnxplainError, PartialMap, Progress, TopK
 from onnxplain.client.channel import MAX_MESSAGE_BYTES, channel_credentials, channel_options
+from onnxplain.client.errors import InvalidArgumentError
 
 
 @pytest.fixture
@@ -94,9 +95,9 @@ def test_an_unreachable_server_is_unavailable():
 
 
 def test_bad_arguments_fail_before_any_call(client, fake_service):
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgumentError, match="bool"):
         client.explain("resnet", np.zeros((4, 4, 3), dtype=bool))
-    with pytest.raises(TypeError, match="'window'"):
+    with pytest.raises(InvalidArgumentError, match="'window'"):
         client.explain("resnet", b"png", window={"h": 4})
     assert fake_service.requests == []
 

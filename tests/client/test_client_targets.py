@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.targets import TopK, keeps_target_axis, to_targets
 
 
@@ -29,7 +30,7 @@ def test_targets_convert_by_type(target, expected):
 
 @pytest.mark.parametrize("target", [True, 1.5, b"cat", [None]])
 def test_other_target_types_are_rejected(target):
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgumentError, match="cannot use a"):
         to_targets(target)
 
 

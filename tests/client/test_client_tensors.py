@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.tensors import decode_tensor, encode_tensor
 from onnxplain.v1 import tensor_pb2
 
@@ -34,7 +35,7 @@ def test_a_scalar_has_an_empty_shape():
 
 
 def test_unsupported_dtypes_are_rejected():
-    with pytest.raises(TypeError, match="bool"):
+    with pytest.raises(InvalidArgumentError, match="bool"):
         encode_tensor(np.zeros(3, dtype=bool))
 
 

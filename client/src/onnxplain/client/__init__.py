@@ -24,7 +24,7 @@ from onnxplain.client.catalog import (
     TensorInfo,
 )
 from onnxplain.client.channel import MAX_MESSAGE_BYTES
-from onnxplain.client.errors import OnnxplainError
+from onnxplain.client.errors import InvalidArgumentError, OnnxplainError, ServerUnreachableError
 from onnxplain.client.evaluation import ExplainersLike, MethodSpec, Region, RegionsLike
 from onnxplain.client.images import ImageLike, ImagesLike, SegmentsLike
 from onnxplain.client.parameters import ParameterValue
@@ -59,6 +59,7 @@ __all__ = [
     "Geometry",
     "ImageLike",
     "ImagesLike",
+    "InvalidArgumentError",
     "Layout",
     "MethodFamily",
     "MethodInfo",
@@ -81,6 +82,7 @@ __all__ = [
     "SanityCheck",
     "ScoreSpaceName",
     "SegmentsLike",
+    "ServerUnreachableError",
     "StreamEvent",
     "TargetLike",
     "TargetScores",

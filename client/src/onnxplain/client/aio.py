@@ -37,7 +37,9 @@ R = TypeVar("R")
 
 
 class AsyncClient:
-    """asyncio onnxplain client (`async with AsyncClient(...) as client`). Every failure raises OnnxplainError.
+    """asyncio onnxplain client (`async with AsyncClient(...) as client`). Every failure raises OnnxplainError:
+    InvalidArgumentError (also a ValueError) for the caller's own mistakes, whether the client or the server caught
+    them, and ServerUnreachableError, naming the address, when no server answers.
 
     One image in gives one result back; a list or tuple of images gives a list. `timeout` (seconds) is the default
     deadline of every call; each method's own `timeout` overrides it. Insecure unless certificates are given;
@@ -292,14 +294,14 @@ class AsyncClient:
         return await self._call(calls.reload_model(model, version), timeout)
 
     async def _call(self, call: Call[R], timeout: float | None) -> R:
-        with translating_rpc_errors():
+        with translating_rpc_errors(self.target):
             response = await self._rpc(call.rpc)(call.request, timeout=self._deadline(timeout))
         return call.parse(response)
 
     async def _stream(self, call: Call[StreamEvent | None], timeout: float | None) -> AsyncIterator[StreamEvent]:
         responses = self._rpc(call.rpc)(call.request, timeout=self._deadline(timeout))
         try:
-            with translating_rpc_errors():
+            with translating_rpc_errors(self.target):
                 async for response in responses:
                     event = call.parse(response)
                     if event is not None:

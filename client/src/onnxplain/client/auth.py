@@ -11,13 +11,15 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from onnxplain.client.errors import InvalidArgumentError
+
 Metadata = tuple[tuple[str, str], ...]
 
 
 def authorization_metadata(token: str) -> tuple[str, str]:
     """The metadata entry carrying the token; a malformed token is refused here, never quoted."""
     if not token or not all("!" <= character <= "~" for character in token):
-        raise ValueError("a token must be a non-empty string of visible ASCII characters without spaces")
+        raise InvalidArgumentError("a token must be a non-empty string of visible ASCII characters without spaces")
     return "authorization", f"Bearer {token}"
 
 

@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from google.protobuf.message import Message
 
 from onnxplain.client.catalog import MethodInfo, MetricInfo, ModelMetadata, ModelStatus
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.evaluation import ExplainersLike, RegionsLike, to_explainers, to_regions
 from onnxplain.client.images import ImagesLike, SegmentsLike, to_images, with_segments
 from onnxplain.client.parameters import to_parameters
@@ -219,5 +220,5 @@ def _add_images(request: pb.PredictRequest | pb.ExplainRequest | pb.EvaluateRequ
 
 def _choose(choices: Mapping[str, int], name: str, argument: str) -> Any:
     if name not in choices:
-        raise ValueError(f"{argument} must be one of {', '.join(map(repr, choices))}, got {name!r}")
+        raise InvalidArgumentError(f"{argument} must be one of {', '.join(map(repr, choices))}, got {name!r}")
     return choices[name]

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeAlias
 import grpc
 
 from onnxplain.client.auth import BearerToken, aio_bearer_token
+from onnxplain.client.errors import InvalidArgumentError
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """gRPC's 4 MiB default is smaller than a batch of input-shaped float32 maps or a few photos."""
@@ -48,7 +49,9 @@ def service_config(load_balancing: LoadBalancing = "round_robin", retries: bool 
     """
     if load_balancing not in LOAD_BALANCING_POLICIES:
         # gRPC would accept the channel and then fail every call with an opaque "invalid service config".
-        raise ValueError(f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)}, not {load_balancing!r}")
+        raise InvalidArgumentError(
+            f"load_balancing must be one of {', '.join(LOAD_BALANCING_POLICIES)}, not {load_balancing!r}"
+        )
     config: dict[str, Any] = {"loadBalancingConfig": [{load_balancing: {}}]}
     if retries:
         names = [{"service": SERVICE_NAME, "method": method} for method in RETRIED_METHODS]

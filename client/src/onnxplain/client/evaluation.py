@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 import numpy as np
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.parameters import ParameterValue, to_parameters
 from onnxplain.client.tensors import encode_tensor
 from onnxplain.v1 import explain_service_pb2 as pb
@@ -26,7 +27,7 @@ class MethodSpec:
 
     def to_message(self) -> pb.Explainer:
         if not self.method and self.attributions is None:
-            raise ValueError("a MethodSpec needs a method or attributions")
+            raise InvalidArgumentError("a MethodSpec needs a method or attributions")
         maps = self.attributions
         if isinstance(maps, np.ndarray):
             maps = [maps]  # one image's maps
@@ -60,7 +61,7 @@ class Region:
         if self.mask is not None:
             return pb.Region(mask=encode_tensor(self.mask.astype(np.uint8) if self.mask.dtype == bool else self.mask))
         if self.box is None:
-            raise ValueError("a Region needs a box or a mask")
+            raise InvalidArgumentError("a Region needs a box or a mask")
         top, left, height, width = self.box
         return pb.Region(box=pb.Box(top=top, left=left, height=height, width=width))
 
@@ -75,7 +76,7 @@ RegionsLike: TypeAlias = Region | Sequence[Region] | None
 def to_explainers(explainers: ExplainersLike) -> list[pb.Explainer]:
     items = [explainers] if isinstance(explainers, (str, MethodSpec)) else list(explainers)
     if not items:
-        raise ValueError("no explainers given")
+        raise InvalidArgumentError("no explainers given")
     return [(MethodSpec(method=item) if isinstance(item, str) else item).to_message() for item in items]
 
 

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 import numpy as np
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.client.tensors import encode_tensor
 from onnxplain.v1 import explain_service_pb2 as pb
 
@@ -37,12 +38,12 @@ def to_image(image: ImageLike) -> pb.Image:
         return _encoded(bytes(image), "image bytes")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        return _encoded(path.read_bytes(), str(path))
+        return _encoded(_read_image_file(path), str(path))
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         message = pb.Image()
         message.tensor.CopyFrom(encode_tensor(_tensor_array(np.asarray(image))))
         return message
-    raise TypeError(
+    raise InvalidArgumentError(
         f"cannot send a {type(image).__name__} as an image: pass encoded image bytes, a path to an image "
         "file, or an array in the model's input layout"
     )
@@ -52,7 +53,7 @@ def to_images(images: ImagesLike) -> tuple[list[pb.Image], bool]:
     """Returns the wire images and whether the caller passed a single image (and so expects a single result)."""
     if isinstance(images, (list, tuple)):
         if not images:
-            raise ValueError("no images given")
+            raise InvalidArgumentError("no images given")
         return [to_image(image) for image in images], False
     return [to_image(images)], True
 
@@ -65,13 +66,17 @@ def with_segments(images: list[pb.Image], segments: SegmentsLike, single: bool) 
         return images
     if single:
         if isinstance(segments, (list, tuple)):
-            raise TypeError("segments for a single image must be one (H, W) integer array, not a list")
+            raise InvalidArgumentError("segments for a single image must be one (H, W) integer array, not a list")
         maps: list[SegmentMap | None] = [segments]
     else:
         if not isinstance(segments, (list, tuple)):
-            raise TypeError("segments for a list of images must be a list with one (H, W) array or None per image")
+            raise InvalidArgumentError(
+                "segments for a list of images must be a list with one (H, W) array or None per image"
+            )
         if len(segments) != len(images):
-            raise ValueError(f"{len(segments)} segment maps for {len(images)} images; give one (or None) per image")
+            raise InvalidArgumentError(
+                f"{len(segments)} segment maps for {len(images)} images; give one (or None) per image"
+            )
         maps = list(segments)
     attached = []
     for index, (image, segment_map) in enumerate(zip(images, maps, strict=True)):
@@ -89,18 +94,25 @@ def _int32_segments(segments: np.ndarray, index: int) -> np.ndarray:
     # Rejected here rather than cast: casting floats or out-of-range ids would silently merge segments.
     array = np.asarray(segments)
     if array.ndim != 2:
-        raise ValueError(f"segments of image {index} must be (H, W), got shape {array.shape}")
+        raise InvalidArgumentError(f"segments of image {index} must be (H, W), got shape {array.shape}")
     if array.dtype.kind not in "iu":
-        raise TypeError(f"segments of image {index} must be integers, got {array.dtype}")
+        raise InvalidArgumentError(f"segments of image {index} must be integers, got {array.dtype}")
     info = np.iinfo(np.int32)
     if array.size and (array.min() < 0 or array.max() > info.max):
-        raise ValueError(f"segments of image {index} must be ids between 0 and {info.max}")
+        raise InvalidArgumentError(f"segments of image {index} must be ids between 0 and {info.max}")
     return array.astype(np.int32)
+
+
+def _read_image_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InvalidArgumentError(f"{path}: cannot read the image file: {error.strerror or error}") from error
 
 
 def _encoded(data: bytes, what: str) -> pb.Image:
     if not data:
-        raise ValueError(f"{what}: empty image")
+        raise InvalidArgumentError(f"{what}: empty image")
     return pb.Image(encoded=data)
 
 
@@ -110,7 +122,7 @@ def _tensor_array(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind == "f":
         return array.astype(np.float32, copy=False)
     if array.dtype.kind not in "iu":
-        raise TypeError(
+        raise InvalidArgumentError(
             f"cannot send a {array.dtype} array as an image: pass the image file's path or bytes (the server "
             "preprocesses them), a float array already preprocessed into the model's input layout, e.g. "
             "(3, 224, 224), or an integer (uint8) array for a model whose input is integer"

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 import numpy as np
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.v1 import explain_service_pb2 as pb
 
 ParameterValue: TypeAlias = bool | int | float | str | Sequence[float]
@@ -27,7 +28,7 @@ def to_parameter(name: str, value: object) -> pb.Parameter:
     numbers = _as_numbers(value)
     if numbers is not None:
         return pb.Parameter(numbers=pb.NumberList(values=numbers))
-    raise TypeError(
+    raise InvalidArgumentError(
         f"parameter {name!r}: cannot send a {type(value).__name__}; use a bool, int, float, str or a "
         "sequence of numbers"
     )

@@ -8,6 +8,7 @@ from typing import TypeAlias
 
 import numpy as np
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.v1 import explain_service_pb2 as pb
 
 
@@ -19,7 +20,7 @@ class TopK:
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"TopK needs a positive integer, got {self.k!r}")
+            raise InvalidArgumentError(f"TopK needs a positive integer, got {self.k!r}")
 
 
 TargetLike: TypeAlias = int | str | TopK
@@ -49,6 +50,6 @@ def _to_target(target: object) -> pb.Target:
         return pb.Target(class_index=int(target))
     if isinstance(target, str):
         return pb.Target(label=target)
-    raise TypeError(
+    raise InvalidArgumentError(
         f"cannot use a {type(target).__name__} as a target: use a class index (int), a label (str) or TopK(k)"
     )

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from onnxplain.client.errors import InvalidArgumentError
 from onnxplain.v1 import tensor_pb2
 
 _WIRE_DTYPES: dict[int, np.dtype] = {
@@ -25,7 +26,7 @@ def encode_tensor(array: np.ndarray) -> tensor_pb2.Tensor:
     wire_dtype = array.dtype.newbyteorder("<")
     if wire_dtype not in _DATA_TYPES:
         supported = ", ".join(sorted(str(dtype.name) for dtype in _DATA_TYPES))
-        raise TypeError(f"cannot send a {array.dtype} array; supported dtypes: {supported}")
+        raise InvalidArgumentError(f"cannot send a {array.dtype} array; supported dtypes: {supported}")
     data = np.ascontiguousarray(array, dtype=wire_dtype).tobytes()
     return tensor_pb2.Tensor(dtype=_DATA_TYPES[wire_dtype], shape=array.shape, data=data)
 

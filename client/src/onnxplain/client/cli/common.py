@@ -15,6 +15,12 @@ SERVER_ENVIRONMENT_VARIABLE = "ONNXPLAIN_SERVER"
 # The environment keeps the token out of the process list, where a --token argument shows.
 TOKEN_ENVIRONMENT_VARIABLE = "ONNXPLAIN_TOKEN"
 
+SERVER_HINT = (
+    "is a server running there? Start one with `make serve` in a checkout, or `onnxplain serve [--model-repository "
+    f"DIR] [--port PORT]`; or point at a running one with --server HOST:PORT or ${SERVER_ENVIRONMENT_VARIABLE}"
+)
+"""What to do when no server answered at the address a command dialled."""
+
 
 def connection_options() -> argparse.ArgumentParser:
     """A parent parser (argparse `parents=`) so every client command takes the same connection flags."""

@@ -9,12 +9,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from onnxplain.client.cli.arguments import parse_param, parse_target, targets_argument
 from onnxplain.client.cli.common import add_model_options, add_output_option, connect, connection_options
+from onnxplain.client.errors import InvalidArgumentError, OnnxplainError
 from onnxplain.client.results import Explanation, Progress
 from onnxplain.client.sync import Client
+
+# Failures no other image of the run can escape (no server, no access, no such model or method, a model that is not
+# loaded): the run stops at the first instead of repeating it for every file.
+_FAILS_EVERY_IMAGE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 
 
 def register(subparsers: Any) -> None:
@@ -92,14 +106,53 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {len(segments)} --segments files for {len(args.images)} images", file=sys.stderr)
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
     with connect(args) as client:
         # One request per image: each gets its own cost line, and a bad file does not sink the others' results.
         for index, image in enumerate(args.images):
-            image_segments = np.load(segments[index]) if segments else None
-            explanation = _explain(client, image, image_segments, args)
+            try:
+                image_segments = _load_segments(segments[index]) if segments else None
+                explanation = _explain(client, image, image_segments, args)
+            except OnnxplainError as error:
+                if error.code in _FAILS_EVERY_IMAGE:
+                    raise
+                print(f"error: {_about_one_image(image, error)}", file=sys.stderr)
+                failed.append(image)
+                continue
             written = save_explanation(explanation, args.output_dir, Path(image).stem)
-            print(summarize(image, explanation, written[0]))
+            print(summarize(image, explanation, written))
+            if args.overlay and args.polarity == "both" and explanation.attribution.min() >= 0:
+                print(f"warning: {image}: {_one_signed_warning(explanation.method)}", file=sys.stderr)
+    if failed:
+        explained = f"{len(args.images) - len(failed)} of {len(args.images)} images explained"
+        print(f"error: {explained}; failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _load_segments(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)
+    except OSError as error:
+        raise InvalidArgumentError(f"--segments {path}: {error.strerror or error}") from error
+    except ValueError as error:  # np.load's answer to a file that holds no .npy array
+        raise InvalidArgumentError(f"--segments {path}: not an .npy array ({error})") from error
+
+
+def _about_one_image(image: str, error: OnnxplainError) -> str:
+    """`IMAGE: CODE: why`. The server's "image 0: " only says where in the request the image was (each request here
+    holds one image), and the client's own errors start with the file's path already."""
+    reason = error.message.removeprefix("image 0: ").removeprefix(f"{Path(image)}: ")
+    return f"{image}: {error.code.name}: {reason}"
+
+
+def _one_signed_warning(method: str) -> str:
+    """Why --polarity both misleads on a map without negative values: its diverging scale has nothing to set against
+    the evidence for the target, so the picture reads as all evidence."""
+    return (
+        f"the {method} map has no negative values, so --polarity both has nothing to show against the target (red); "
+        "--polarity positive (or absolute) shows the same map on the full colour scale"
+    )
 
 
 def _explain_keywords() -> set[str]:
@@ -125,17 +178,22 @@ def _explain(client: Client, image: str, segments: np.ndarray | None, args: argp
     if not args.progress:
         return client.explain(args.model, image, **options)
     result = None
-    for event in client.explain_stream(args.model, image, **options):
-        if isinstance(event, Progress):
-            print(
-                f"\r{image}: {event.passes_done}/{event.passes_total} passes, {event.elapsed_seconds:.1f}s",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif isinstance(event, Explanation):
-            result = event
-    print(file=sys.stderr)
+    progress_shown = False
+    try:
+        for event in client.explain_stream(args.model, image, **options):
+            if isinstance(event, Progress):
+                print(
+                    f"\r{image}: {event.passes_done}/{event.passes_total} passes, {event.elapsed_seconds:.1f}s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                progress_shown = True
+            elif isinstance(event, Explanation):
+                result = event
+    finally:
+        if progress_shown:  # end the progress line, so what follows (an error too) starts on a line of its own
+            print(file=sys.stderr)
     if result is None:
         raise ValueError(f"{image}: the stream ended without a result")
     return result
@@ -166,7 +224,7 @@ def save_explanation(explanation: Explanation, output_dir: Path, stem: str) -> l
     return written
 
 
-def summarize(image: str, explanation: Explanation, maps_path: Path) -> str:
+def summarize(image: str, explanation: Explanation, written: list[Path]) -> str:
     targets = ", ".join(
         f"{index} ({label})" if label else str(index)
         for index, label in zip(explanation.targets, explanation.labels, strict=True)
@@ -174,4 +232,5 @@ def summarize(image: str, explanation: Explanation, maps_path: Path) -> str:
     cost = explanation.cost
     passes = f"{cost.forward_passes} forward" + (f" + {cost.backward_passes} backward" if cost.backward_passes else "")
     seconds = f"{cost.elapsed_seconds:.2f}s"
-    return f"{image}: {explanation.method} targets {targets}; {passes} passes, {seconds} -> {maps_path}"
+    files = ", ".join(map(str, written))
+    return f"{image}: {explanation.method} targets {targets}; {passes} passes, {seconds} -> {files}"

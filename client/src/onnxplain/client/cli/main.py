@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from onnxplain.client.cli import audit, explain, lifecycle, metadata, methods, models, predict
+from onnxplain.client.cli.common import SERVER_HINT
 from onnxplain.client.cli.plugins import register_plugins
-from onnxplain.client.errors import OnnxplainError
+from onnxplain.client.errors import OnnxplainError, ServerUnreachableError
 
 _COMMANDS = (models, metadata, methods, predict, explain, audit, lifecycle)
 
@@ -36,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args) or 0
     except OnnxplainError as error:
         print(f"error: {error}", file=sys.stderr)
+        if isinstance(error, ServerUnreachableError):
+            print(f"hint: {SERVER_HINT}", file=sys.stderr)
         return 1
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 from support.models import SmallCNN, export, write_model
 
 import onnxplain.server.engine.session as session_module
@@ -56,6 +57,26 @@ def test_rows_aligned_runs_are_padded_to_power_of_two_buckets(model_bytes) -> No
         np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     assert sorted(shape[0][1][0] for shape in pinned.shapes) == [1, 2, 4, 8]
     assert create.created == 4  # one session per bucket, the first one reused for the first shape
+
+
+def test_feeds_common_to_all_rows_are_not_padded() -> None:
+    """A rule's parameters (LRP) are fed once per run beside the rows: only the rows are padded to the bucket."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["rows", "scale"], ["scaled"])],
+        "scaled_rows",
+        [
+            helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, [3]),
+        ],
+        [helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    pinned = ShapePinnedSession(Counting(model.SerializeToString()))
+    rows, scale = np.arange(9, dtype=np.float32).reshape(3, 3), np.array([1.0, -2.0, 0.5], np.float32)
+    (scaled,) = pinned.run(None, {"rows": rows, "scale": scale}, rows_aligned=True, shared={"scale"})
+    np.testing.assert_array_equal(scaled, rows * scale)
+    assert pinned.shapes == [(("rows", (4, 3)), ("scale", (3,)))]
 
 
 def test_other_runs_get_their_exact_shape_and_old_shapes_are_dropped(model_bytes) -> None:

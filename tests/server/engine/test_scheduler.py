@@ -18,18 +18,20 @@ from onnxplain.server.errors import Cancelled, ResourceExhausted
 
 
 class RecordingRunner:
-    """Doubles its input and records the batch sizes it was called with; can hold a run until released."""
+    """Doubles its input and records the batch sizes and tokens it was called with; can hold a run until released."""
 
     def __init__(self, hold: threading.Event | None = None) -> None:
         self.batches: list[int] = []
+        self.tokens: list[CancelToken | None] = []
         self.hold = hold
         self.started = threading.Event()
 
-    def __call__(self, arrays: list[np.ndarray], options: object) -> list[np.ndarray]:
+    def __call__(self, arrays: list[np.ndarray], token: CancelToken | None) -> list[np.ndarray]:
         self.started.set()
         if self.hold is not None:
             assert self.hold.wait(WAIT_CEILING_S)
         self.batches.append(len(arrays[0]))
+        self.tokens.append(token)
         return [arrays[0] * 2, arrays[0].sum(axis=1)]
 
 
@@ -50,6 +52,25 @@ def test_concurrent_runs_share_batches_and_get_their_own_rows_back() -> None:
         np.testing.assert_array_equal(doubled, x * 2)
         np.testing.assert_array_equal(summed, x.sum(axis=1))
     assert runner.batches == [1, 7]
+
+
+def test_a_run_alone_is_handed_its_requests_token_and_a_merged_run_none() -> None:
+    """The runner runs under the token's RunOptions, which the request's cancel terminates; no single request can
+    stop a merged run."""
+    hold = threading.Event()
+    scheduler = RunScheduler("m", BatchingPolicy(max_batch_size=8))
+    runner = RecordingRunner(hold)
+    alone, first, second = CancelToken(), CancelToken(), CancelToken()
+    with ThreadPoolExecutor(3) as pool:
+        running = pool.submit(scheduler.run, runner, [np.ones((1, 2))], alone, key="k")
+        assert runner.started.wait(WAIT_CEILING_S)
+        merged = [pool.submit(scheduler.run, runner, [np.ones((1, 2))], token, key="k") for token in (first, second)]
+        _wait_for(lambda: scheduler.queued == 2)
+        hold.set()
+        for future in [running, *merged]:
+            future.result(WAIT_CEILING_S)
+    assert runner.batches == [1, 2]
+    assert runner.tokens == [alone, None]
 
 
 def test_batches_stay_within_the_size_and_runs_without_a_key_stay_alone() -> None:

@@ -39,7 +39,7 @@ async def in_worker(executor: Executor, work: Callable[[CancelToken], Result], t
     token = RUNNING.start()
     token.admitted = bool(taken)
     try:
-        future = asyncio.get_running_loop().run_in_executor(executor, queued(work), token)
+        future = asyncio.get_running_loop().run_in_executor(executor, queued(_ending(work)), token)
     except BaseException:  # the executor is shut down
         _ended(token, taken)
         raise
@@ -51,6 +51,18 @@ async def in_worker(executor: Executor, work: Callable[[CancelToken], Result], t
         # The worker ends with Cancelled at its next check; nobody awaits it any more, so consume that here.
         future.add_done_callback(_consume_result)
         raise
+
+
+def _ending(work: Callable[[CancelToken], Result]) -> Callable[[CancelToken], Result]:
+    """`work`, then what its runs asked to do once it ends (CancelToken.at_end), in the same worker thread."""
+
+    def run(token: CancelToken) -> Result:
+        try:
+            return work(token)
+        finally:
+            token.end_work()
+
+    return run
 
 
 async def _take(turns: Sequence[Turns]) -> list[Turns]:

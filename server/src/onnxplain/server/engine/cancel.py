@@ -4,6 +4,7 @@ ONNX Runtime run."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Hashable
 
 import onnxruntime as ort
 
@@ -23,6 +24,22 @@ class CancelToken:
         # Set while the request holds an explanation turn (engine/admission.py): its runs are never refused by a
         # full run queue half-way through work already admitted.
         self.admitted = False
+        # What to do once the request's work has ended (a session giving back the memory its runs grew), by key so
+        # that many runs of one session ask for it once.
+        self._at_end: dict[Hashable, Callable[[], None]] = {}
+        self._at_end_lock = threading.Lock()
+
+    def at_end(self, key: Hashable, callback: Callable[[], None]) -> None:
+        """Call `callback` when the request's work ends (`end_work`), once per key."""
+        with self._at_end_lock:
+            self._at_end.setdefault(key, callback)
+
+    def end_work(self) -> None:
+        """The request's work has ended: run what asked to run then, in the calling (worker) thread."""
+        with self._at_end_lock:
+            callbacks, self._at_end = list(self._at_end.values()), {}
+        for callback in callbacks:
+            callback()
 
     def cancel(self) -> None:
         self._event.set()

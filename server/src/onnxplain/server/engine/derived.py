@@ -36,13 +36,11 @@ ends, which removes the switch cost without either loss.
 from __future__ import annotations
 
 import copy
-import ctypes
-import functools
 import itertools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +53,14 @@ from onnxplain.server.engine.cancel import CANCEL_POLL_SECONDS, CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession
 from onnxplain.server.engine.providers import CPU, first_provider
 from onnxplain.server.engine.scheduler import RunScheduler
-from onnxplain.server.engine.session import Session, SharedWeights, create_session, run_guarded, session_options
+from onnxplain.server.engine.session import (
+    Session,
+    SharedWeights,
+    create_session,
+    release_freed_memory,
+    run_guarded,
+    session_options,
+)
 from onnxplain.server.errors import Cancelled, InternalError, ResourceExhausted, UnsupportedGraph
 
 GraphBuilder = Callable[[onnx.ModelProto], onnx.ModelProto]
@@ -164,13 +169,17 @@ class DerivedSession:
         output_names: Sequence[str] = (),
         *,
         mergeable: bool = False,
+        shared: Mapping[str, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         """The outputs (all, or those named) for one run; raises Cancelled when the token fires. `mergeable`: every
-        feed and output holds one row per image, so the run may share a batch with other requests' rows."""
+        feed and output holds one row per image, so the run may share a batch with other requests' rows; `shared`:
+        feeds common to all rows (a rule's parameters), fed beside `feed` (engine/session.py run_guarded)."""
         names = list(output_names or self.output_names)
         shape = next(iter(feed.values())).shape if feed else ()
         with self.in_use():
-            return run_guarded(self._session, names, feed, token, shape, self._scheduler, mergeable, derived=True)
+            return run_guarded(
+                self._session, names, feed, token, shape, self._scheduler, mergeable, derived=True, shared=shared
+            )
 
 
 class DerivedMemory:
@@ -198,7 +207,7 @@ class DerivedMemory:
             self.limit = limit
             evicted = self._make_room(None, 0)[1]
         if evicted:
-            _release_freed_memory()
+            release_freed_memory()
 
     def register(self, owner: DerivedGraphs) -> None:
         with self.lock:
@@ -246,7 +255,7 @@ class DerivedMemory:
                 self.refusals += 1
                 in_use = (self.used + self.reserved, owner.used + owner.reserved)
         if evicted:
-            _release_freed_memory()
+            release_freed_memory()
         if not fits:
             raise ResourceExhausted(self._refusal(owner, cost, *in_use))
 
@@ -490,21 +499,6 @@ def _wait(done: threading.Event, token: CancelToken | None) -> None:
     while not done.wait(CANCEL_POLL_SECONDS):
         if token is not None:
             token.raise_if_cancelled()
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _release_freed_memory() -> None:
-    """Hand the memory evicted sessions freed back to the system: glibc keeps freed heap memory for reuse."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _mib(size: int) -> int:

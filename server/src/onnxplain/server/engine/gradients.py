@@ -7,8 +7,9 @@ rank (the top class, the second...), which the graph picks from the scores it co
 
 A rule set keys the cache by its structure only: its numeric parameters (LRP's epsilon, gamma, alpha, beta, z-box
 bounds) are graph inputs that each run feeds from the request's rule set (RuleSet.inputs), so a client varying them, or
-a raw-tensor model whose z-box bounds follow each image's range, reuses one graph. Runs of such a graph are not merged
-with other requests' rows, which may carry other values.
+a raw-tensor model whose z-box bounds follow each image's range, reuses one graph. They are fed once per run, common
+to all its rows, so concurrent requests' runs merge into one batch when they feed the same values (engine/session.py
+run_guarded).
 """
 
 from __future__ import annotations
@@ -115,13 +116,11 @@ class BackwardSession(FixedBatchRuns):
             raise ValueError("this backward graph picks no classes by rank (its target is not one score per class)")
         names = [self._image_input, self._seed_input, RANK_INPUT][: len(arrays)]
 
-        # A run with parameters is not merged with other requests' rows: those may have other values, and a merged
-        # run concatenates every feed along the batch.
-        mergeable = self.fixed_batch is None and not self._parameters
+        mergeable = self.fixed_batch is None
 
         def run_once(chunk: list[np.ndarray]) -> list[np.ndarray]:
-            feed = {**dict(zip(names, chunk, strict=True)), **self._parameters}
-            return self._session.run(feed, token, mergeable=mergeable)
+            feed = dict(zip(names, chunk, strict=True))
+            return self._session.run(feed, token, mergeable=mergeable, shared=self._parameters)
 
         outputs = run_in_chunks(arrays, self.fixed_batch, run_once)
         scores = outputs[0].reshape(len(images), -1)

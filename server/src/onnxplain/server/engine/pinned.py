@@ -7,17 +7,18 @@ a MobileNetV3 224x224 ran batches of 64 in 9 ms at a steady shape and 1.1-1.5 s 
 scoring pass, full batches, a short last batch), so on the GPU it paid seconds per call; a session that only ever
 sees one shape never pays after its first run.
 
-Runs whose every feed and output holds one row per image (`rows_aligned`) are padded up to a power of two, so a
-model's sessions stay few (1, 2, 4, ... rows) whatever batch sizes the scheduler merges; other runs (RISE's graph
-sums over its masks) get a session for their exact shapes. At most `max_shapes` sessions are kept per graph, least
-recently used going first. The CPU provider has no such cost and keeps a single session (engine/session.py).
+Runs whose every feed and output holds one row per image (`rows_aligned`), but for feeds common to all rows (`shared`:
+LRP's rule parameters, left as they are), are padded up to a power of two, so a model's sessions stay few (1, 2, 4,
+... rows) whatever batch sizes the scheduler merges; other runs (RISE's graph sums over its masks) get a session for
+their exact shapes. At most `max_shapes` sessions are kept per graph, least recently used going first. The CPU
+provider has no such cost and keeps a single session (engine/session.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -67,13 +68,15 @@ class ShapePinnedSession:
         run_options: ort.RunOptions | None = None,
         *,
         rows_aligned: bool = False,
+        shared: Collection[str] = (),
     ) -> list[np.ndarray]:
-        rows = len(next(iter(feed.values()))) if feed else 0
-        if rows_aligned and rows:
-            feed = {name: padded_rows(array, bucket_rows(rows)) for name, array in feed.items()}
+        rows = next((len(array) for name, array in feed.items() if name not in shared), 0) if rows_aligned else 0
+        if rows:
+            bucket = bucket_rows(rows)
+            feed = {name: array if name in shared else padded_rows(array, bucket) for name, array in feed.items()}
         key = tuple(sorted((name, array.shape) for name, array in feed.items()))
         outputs = self._session(key).run(output_names, feed, run_options)
-        return [output[:rows] for output in outputs] if rows_aligned and rows else outputs
+        return [output[:rows] for output in outputs] if rows else outputs
 
     def _session(self, key: Hashable) -> ort.InferenceSession:
         """The session of `key`, created on first use (under the lock: a second request for a shape being created

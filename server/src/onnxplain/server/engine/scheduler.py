@@ -4,8 +4,9 @@ Runs that wait together and can share a batch (the same session and outputs, row
 into one run, as Triton's dynamic batcher does: up to `max_batch_size` rows, waiting at most `max_queue_delay_us`
 after the first for more to arrive. A full queue refuses new work at once (RESOURCE_EXHAUSTED) instead of letting
 latency grow without bound; the runs of an explanation already admitted (engine/admission.py, a few per model) are
-never refused half-way. Queued runs of a cancelled request are dropped; a run executing alone is stopped through the
-request's RunOptions; a merged run finishes (it is short by construction) and the cancelled request discards its rows.
+never refused half-way. Queued runs of a cancelled request are dropped; a run executing alone is handed its request's
+token, whose RunOptions stop it; a merged run, handed none, finishes (it is short by construction) and the cancelled
+request discards its rows.
 
 A run that finds no run executing and none queued, and has nothing to wait for (it cannot merge, or the queue delay
 is 0), executes at once on the caller's thread: the hand-over to a serving thread and back cost two thread wake-ups
@@ -26,12 +27,12 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnxruntime as ort
 
 from onnxplain.server.engine.cancel import CANCEL_POLL_SECONDS, CancelToken
 from onnxplain.server.errors import Cancelled, ResourceExhausted
 
-Runner = Callable[[list[np.ndarray], "ort.RunOptions | None"], list[np.ndarray]]
+# Runs arrays under a request's token (None: a merged run, which no single request can stop).
+Runner = Callable[[list[np.ndarray], CancelToken | None], list[np.ndarray]]
 # Called after each run with its rows and the seconds each merged request waited in the queue.
 BatchObserver = Callable[[int, list[float]], None]
 
@@ -61,7 +62,8 @@ class _Pending:
         return len(self.arrays[0])
 
     def joins(self, other: _Pending) -> bool:
-        """Keys name the session, its outputs and the rows' shapes and dtypes (engine/session.py run_guarded)."""
+        """Keys name the session, its outputs, the rows' shapes and dtypes and the values of the feeds common to all
+        rows (engine/session.py run_guarded)."""
         return self.key is not None and self.key == other.key
 
 
@@ -100,7 +102,7 @@ class RunScheduler:
     def run(
         self, runner: Runner, arrays: Sequence[np.ndarray], token: CancelToken | None = None, *, key: Hashable = None
     ) -> list[np.ndarray]:
-        """`runner(arrays, run_options)` on a serving thread, perhaps merged with other requests' rows (when `key`
+        """`runner(arrays, token)` on a serving thread, perhaps merged with other requests' rows (when `key`
         is given, rows aligned on axis 0 of every array and output), or at once on this thread when nothing runs
         or waits; blocks until done or cancelled."""
         pending = _Pending(runner, list(arrays), token, key)
@@ -202,7 +204,7 @@ def _execute(batch: list[_Pending]) -> None:
     try:
         if len(live) == 1:
             only = live[0]
-            outputs = only.runner(only.arrays, only.token.run_options if only.token else None)
+            outputs = only.runner(only.arrays, only.token)
             only.result = outputs
         else:
             merged = [np.concatenate(parts) for parts in zip(*(p.arrays for p in live), strict=True)]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,11 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from onnxplain.server.engine.backward.graph import all_tensors, subgraphs
 from onnxplain.server.engine.cancel import CancelToken
 from onnxplain.server.engine.pinned import ShapePinnedSession, padded_rows
-from onnxplain.server.engine.providers import CUDA, first_provider
+from onnxplain.server.engine.providers import CPU, CUDA, first_provider
 from onnxplain.server.engine.scheduler import RunScheduler
 from onnxplain.server.errors import Cancelled, InternalError, InvalidInput, ResourceExhausted
 
+log = logging.getLogger("onnxplain.server")
 _ORT_ERROR_LEVEL = 3
 _IR_VERSION_LIMIT = re.compile(r"Unsupported model IR version: \d+, max supported IR version: (\d+)")
 # Inputs fed in a dtype other than float32, by ONNX Runtime's type name; the images themselves are float32 throughout.
@@ -47,6 +50,12 @@ _SHAREABLE_DTYPES = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 _OPERANDS_LEFT_AS_THEY_ARE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 MIN_SHARED_BYTES = 1024
 _TENSOR_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+# A run of more than one image whose feeds reach this many bytes (7 RGB images of 224x224 in float32) gives its arena
+# growth back when it ends (ModelSession).
+ARENA_RELEASE_FEED_BYTES = 4 * 1024 * 1024
+# The options of runs that release the CPU arena when they end (ModelSession): nothing cancels them.
+_RELEASING_ARENA = ort.RunOptions()
+_RELEASING_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -223,6 +232,18 @@ class ModelSession(FixedBatchRuns):
 
     Models exported with a fixed batch dimension (often 1) are run in chunks of that size, the last chunk padded,
     so callers can always hand over any number of images.
+
+    On the CPU provider the session allocates from ONNX Runtime's CPU arena, which keeps what its largest run grew it
+    by for the session's lifetime: after one perturbation batch (hundreds of MB of activations on a ResNet) an idle
+    server stayed that much bigger, outside the derived-graph budget. A request that ran batches of more than one
+    image whose feeds reach ARENA_RELEASE_FEED_BYTES therefore has the arena give that growth back once its work has
+    ended (CancelToken.at_end): one batch-1 run under memory.enable_memory_arena_shrinkage frees every arena region
+    no run in flight uses, and the C heap is trimmed after it (release_freed_memory; without the trim glibc kept the
+    freed regions, fragmented). Releasing after every large batch instead made each next batch fault its
+    activations in again, which on a light model costs a large part of a run (bench/RESULTS.md). The arena's first
+    region, sized by the load's batch-1 warm-up, is never freed (ONNX Runtime's default extend strategy keeps it).
+    Runs merged from several requests keep the arena: dynamic batching bounds their rows. A run outside any request
+    (no token) releases at once.
     """
 
     def __init__(
@@ -238,6 +259,8 @@ class ModelSession(FixedBatchRuns):
     ) -> None:
         self._session = create_session(model_path, session_options(threads), list(providers))
         self.scheduler = scheduler
+        # A CUDA session's activations live on the device: its CPU arena holds only the feeds' copies.
+        self._releases_arena = first_provider(providers) == CPU
         self.input_name = input_name
         self.output_name = output_name
         self.fixed_batch = fixed_batch
@@ -272,8 +295,30 @@ class ModelSession(FixedBatchRuns):
     def _run_once(self, batch: np.ndarray, token: CancelToken | None) -> np.ndarray:
         feed = {self.input_name: _as_input_dtype(batch, self._input_dtype)}
         mergeable = self.fixed_batch is None
-        (output,) = run_guarded(self._session, [self.output_name], feed, token, batch.shape, self.scheduler, mergeable)
+        large = self._releases_arena and _is_large_run(list(feed.values()))
+        if large and token is not None:
+            token.at_end(id(self._session), functools.partial(self._release_arena, feed[self.input_name][:1]))
+        (output,) = run_guarded(
+            self._session,
+            [self.output_name],
+            feed,
+            token,
+            batch.shape,
+            self.scheduler,
+            mergeable,
+            release_arena=large and token is None,
+        )
         return output
+
+    def _release_arena(self, image: np.ndarray) -> None:
+        """Give back what large runs grew the CPU arena by: a run of one image (the fixed batch's worth of it) whose
+        end frees every region no run in flight uses. A failure only keeps the memory, so it is logged, not raised."""
+        batch = np.repeat(image, self.fixed_batch or 1, axis=0)
+        try:
+            self._session.run([self.output_name], {self.input_name: batch}, _RELEASING_ARENA)
+        except Exception:  # ONNX Runtime's errors derive from Exception only
+            log.exception("releasing the CPU arena after a request's large runs failed")
+        release_freed_memory()
 
 
 def _as_input_dtype(batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -311,24 +356,38 @@ def run_guarded(
     scheduler: RunScheduler | None = None,
     mergeable: bool = False,
     derived: bool = False,
+    *,
+    shared: Mapping[str, np.ndarray] | None = None,
+    release_arena: bool = False,
 ) -> list[np.ndarray]:
     """One ONNX Runtime run under a request's cancel token, through the model's scheduler when it has one (merged
     with other requests' rows when `mergeable`: every feed and output has one row per image); failures become
     domain errors naming `shape`. A `derived` graph is one onnxplain built, fed only what the engine checked: its
-    failures are onnxplain's own (InternalError), not the caller's."""
+    failures are onnxplain's own (InternalError), not the caller's.
+
+    `shared` feeds are fed beside `feed` to every run and are common to all its rows (a rule's parameters): a run
+    merges only with runs whose shared feeds hold the same values, and only the rows of `feed` are concatenated.
+    `release_arena`: the run gives back what it grew the session's CPU arena by when it ends (a ModelSession's large
+    run outside any request)."""
     if token is not None:
         token.raise_if_cancelled()
+    shared = dict(shared or {})
+    names = list(feed)
+
+    def runner(arrays: list[np.ndarray], run_token: CancelToken | None) -> list[np.ndarray]:
+        whole_feed = {**dict(zip(names, arrays, strict=True)), **shared}
+        options = _RELEASING_ARENA if release_arena else run_token.run_options if run_token else None
+        outputs = _run(session, output_names, whole_feed, options, mergeable, shared)
+        if release_arena:
+            release_freed_memory()
+        return outputs
+
     try:
+        arrays = [feed[name] for name in names]
         if scheduler is None:
-            return _run(session, output_names, feed, token.run_options if token else None, mergeable)
-        names = list(feed)
-        rows = tuple((name, feed[name].shape[1:], feed[name].dtype.str) for name in names)
-        key = (id(session), tuple(output_names), rows) if mergeable else None
-
-        def runner(arrays: list[np.ndarray], options: ort.RunOptions | None) -> list[np.ndarray]:
-            return _run(session, output_names, dict(zip(names, arrays, strict=True)), options, mergeable)
-
-        return scheduler.run(runner, [feed[name] for name in names], token, key=key)
+            return runner(arrays, token)
+        key = _merge_key(session, output_names, feed, shared) if mergeable else None
+        return scheduler.run(runner, arrays, token, key=key)
     except (Cancelled, ResourceExhausted):
         raise
     except Exception as error:
@@ -337,17 +396,49 @@ def run_guarded(
         raise _classify_run_error(error, shape, derived) from error
 
 
+def _merge_key(
+    session: Session, output_names: list[str], feed: dict[str, np.ndarray], shared: dict[str, np.ndarray]
+) -> Hashable:
+    """Runs with equal keys may share a batch: the same session and outputs, rows of the same shapes and dtypes, and
+    shared feeds of the same values (bit for bit)."""
+    rows = tuple((name, array.shape[1:], array.dtype.str) for name, array in feed.items())
+    common = tuple((name, array.shape, array.dtype.str, array.tobytes()) for name, array in sorted(shared.items()))
+    return id(session), tuple(output_names), rows, common
+
+
+def _is_large_run(arrays: Sequence[np.ndarray]) -> bool:
+    """Whether a run of these row-aligned arrays releases the arena (ARENA_RELEASE_FEED_BYTES)."""
+    return len(arrays[0]) > 1 and sum(array.nbytes for array in arrays) >= ARENA_RELEASE_FEED_BYTES
+
+
 def _run(
     session: Session,
     output_names: list[str],
     feed: dict[str, np.ndarray],
     options: ort.RunOptions | None,
     rows_aligned: bool,
+    shared: Iterable[str],
 ) -> list[np.ndarray]:
-    """One run; a shape-pinned session pads rows-aligned runs to its buckets."""
+    """One run; a shape-pinned session pads rows-aligned runs to its buckets (all feeds but the `shared` ones)."""
     if isinstance(session, ShapePinnedSession):
-        return session.run(output_names, feed, options, rows_aligned=rows_aligned)
+        return session.run(output_names, feed, options, rows_aligned=rows_aligned, shared=frozenset(shared))
     return session.run(output_names, feed, options)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed to the C heap back to the system: glibc keeps freed heap memory for reuse, so regions an
+    arena or an evicted session freed below its mmap threshold would otherwise stay resident."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def pins_shapes(providers: Sequence[str | tuple[str, dict]]) -> bool:

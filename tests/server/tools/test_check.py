@@ -19,9 +19,11 @@ from support.models import IR_VERSION, ChannelsLast, SmallCNN, WithSoftmax, expo
 from onnxplain.client.cli.main import main
 from onnxplain.server.engine.gradients import BackwardResult, BackwardSession
 from onnxplain.server.methods.base import Attribution
+from onnxplain.server.methods.lrp import Lrp
 from onnxplain.server.methods.occlusion import Occlusion
 from onnxplain.server.methods.registry import METHODS
 from onnxplain.server.methods.rise import Rise
+from onnxplain.server.tools.finite_differences import DIRECTIONS
 
 SIZE = 16
 AGREEMENT = re.compile(
@@ -81,7 +83,7 @@ def test_the_console_script_reports_json(cnn_file: str) -> None:
     assert report["exit_code"] == 0
     assert [(m["name"], m["verdict"]) for m in report["methods"]] == [("gradient", "ok"), ("occlusion", "ok")]
     gradient = report["gradient"]
-    assert gradient["verdict"] == "agrees" and len(gradient["directions"]) == 8
+    assert gradient["verdict"] == "agrees" and len(gradient["directions"]) == DIRECTIONS
     assert gradient["max_relative_error"] < gradient["tolerance"]
     assert report["forward_seconds"] > 0 and report["methods"][1]["seconds"] > 0
 
@@ -258,14 +260,45 @@ def test_a_repository_model_gets_the_config_beside_its_version_folder(capsys, tm
     assert f"picture through the config's preprocessing (3x{SIZE}x{SIZE})" in out
 
 
-def test_a_call_whose_passes_grow_with_the_classes_is_stopped_after_two_batches(capsys, tmp_path: Path) -> None:
-    """CLEAR runs one backward row per class: on a 2000-class model the check stops it after its second batch and
-    estimates the whole call's time from that batch."""
+def stopped_after(line: str) -> int:
+    """Of a stopped method's line: how many of its 2000 passes ran; its estimated time must be positive."""
+    stopped = re.search(r"^\w+ +stopped +~(\S+)x forward +stopped after (\d+) of its 2000 passes", line)
+    assert stopped is not None, line
+    assert float(stopped.group(1)) > 0
+    return int(stopped.group(2))
+
+
+def test_a_call_whose_passes_grow_with_the_classes_is_stopped_after_its_first_batch_on_built_graphs(
+    capsys, tmp_path: Path
+) -> None:
+    """CLEAR runs one backward row per class (of its DeconvNet graph): on a 2000-class model the check stops it after
+    its first batch and estimates the whole call's time from that batch; when the call builds that graph itself, the
+    first batch's time is the build's too, and it is stopped after its second. DeconvNet, asked for after it, is
+    tried first and builds the graph, and the report keeps the order asked for."""
     path = saved(tmp_path, export(SmallCNN(classes=2000), (1, 3, SIZE, SIZE)))
     status, out, err = check(capsys, path, "--methods", "clear,gradient")
     assert status == 0, out + err
-    line = method_lines(out)["clear"]
-    stopped = re.search(r"^clear +stopped +~(\S+)x forward +stopped after (\d+) of its 2000 passes", line)
-    assert stopped is not None, line
-    assert float(stopped.group(1)) > 0 and 0 < int(stopped.group(2)) < 2000
+    builds_its_graph = stopped_after(method_lines(out)["clear"])
     assert method_lines(out)["gradient"].split()[1] == "ok"
+    status, out, err = check(capsys, path, "--methods", "clear,deconvnet")
+    assert status == 0, out + err
+    assert list(method_lines(out)) == ["clear", "deconvnet"]
+    graph_built_before = stopped_after(method_lines(out)["clear"])
+    assert 0 < graph_built_before < builds_its_graph == 2 * graph_built_before < 2000
+
+
+def test_a_method_is_called_again_only_when_its_first_call_built_a_graph(capsys, cnn_file: str, monkeypatch) -> None:
+    """Occlusion runs on the model's own session and LRP's first call builds its backward graph: the check times
+    occlusion's only call, and LRP's second, on the graph the first built."""
+    calls: dict[str, int] = {}
+    for method in (Occlusion, Lrp):
+        original = method.attribute
+
+        def counted(self, job, params, original=original):
+            calls[self.name] = calls.get(self.name, 0) + 1
+            return original(self, job, params)
+
+        monkeypatch.setattr(method, "attribute", counted)
+    status, out, err = check(capsys, cnn_file, "--methods", "occlusion,lrp")
+    assert status == 0, out + err
+    assert calls == {"occlusion": 1, "lrp": 2}

@@ -18,9 +18,10 @@ def register_check(subparsers: argparse._SubParsersAction) -> None:
         help="check what the server makes of a model: which methods run, and whether its gradients are right",
         description=(
             "Load an ONNX classifier as the server does, then for every method say whether model metadata would "
-            "call it supported (and why not), call it once on a synthetic probe image (with few samples, masks or "
-            "steps where its defaults are costly; stopped after two batches when its passes grow with the model's "
-            "classes), check that its maps are finite, and time the call against one plain forward pass. The input "
+            "call it supported (and why not), call it on a synthetic probe image (with few samples, masks or steps "
+            "where its defaults are costly; stopped after a batch when its passes grow with the model's classes), "
+            "check that its maps are finite, and time a call on graphs already built against one plain forward "
+            "pass. The input "
             "gradient is compared with central finite differences along random directions. Exit codes: 0 every "
             "method metadata calls supported ran and the gradient agrees; 1 a supported method failed or the "
             "gradient disagrees (an onnxplain bug: please report it); 2 the check could not run (a usage error, or "

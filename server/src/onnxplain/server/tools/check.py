@@ -19,7 +19,7 @@ import numpy as np
 from onnxplain.server.engine.gradients import BackwardSpec, backward_session
 from onnxplain.server.handlers.forward import score_images
 from onnxplain.server.handlers.models import method_support
-from onnxplain.server.methods.gradient_base import GradientMethod
+from onnxplain.server.methods.gradient_base import EveryClassMethod, GradientMethod
 from onnxplain.server.methods.registry import METHODS
 from onnxplain.server.repository.model import LoadedModel, ModelLoadError
 from onnxplain.server.settings import ServerSettings
@@ -98,7 +98,7 @@ def check(
     gradient = (
         _gradient_agreement(model, probe, tolerance) if needs_gradient else GradientAgreement("not checked", tolerance)
     )
-    outcomes = [try_method(model, support[name], probe.tensor, scores, settings) for name in names]
+    outcomes = {name: try_method(model, support[name], probe.tensor, scores, settings) for name in _trial_order(names)}
     signature = model.signature
     image_input = f"{signature.input.dtype} input {signature.input.name!r} {show_shape(signature.input.shape)}"
     return CheckReport(
@@ -111,8 +111,15 @@ def check(
         probe=probe.description,
         forward_seconds=forward,
         gradient=gradient,
-        methods=outcomes,
+        methods=[outcomes[name] for name in names],
     )
+
+
+def _trial_order(names: list[str]) -> list[str]:
+    """Methods that take the gradient of every class last: each is stopped after its first batch on graphs already
+    built, so it should find the graph it shares with a method of one pass (CLEAR's DeconvNet graph) built, not
+    build it in its first batch and run a second."""
+    return sorted(names, key=lambda name: isinstance(METHODS[name], EveryClassMethod))
 
 
 def _gradient_agreement(model: LoadedModel, probe: Probe, tolerance: float) -> GradientAgreement:

@@ -4,11 +4,12 @@ The check asks whether a method runs, not for a good map, and a model's whole ch
 - a method of many passes is called with few of them (cheap_parameters);
 - a method whose passes grow with the model, not with its parameters (one backward row per class for CLEAR and the
   class-contrast saliencies, one forward per channel for Score-CAM: a thousand on an ImageNet model), is stopped
-  after its second batch when it needs more than MAX_PASSES passes. Its graphs were built and ran, on two batches;
-  the maps of a stopped call are not checked, and its time is estimated from the second batch.
-A first call also builds the graphs a method derives from the model, so a method that runs to the end is called
-twice and the second call is the one timed; unless the first needed more than MAX_PASSES passes, beside which
-building its graphs costs little.
+  after its first batch that ran on graphs already built when it needs more than MAX_PASSES passes. Its graphs were
+  built and ran; the maps of a stopped call are not checked, and its time is estimated from that batch.
+- a call is timed as a served request on a warm model would be: on graphs already built. A method whose first call
+  built a graph (the first of the methods that share it) is called a second time, and that call is timed; unless
+  the first needed more than MAX_PASSES passes, beside which building its graphs costs little. Every other
+  method's first call is its timed call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from onnxplain.server.engine.cancel import CancelToken
+from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.errors import Cancelled
 from onnxplain.server.handlers.attribution import resolve_method, run_method
 from onnxplain.server.handlers.forward import score_images
@@ -37,9 +39,9 @@ MAX_PASSES = 64
 
 
 def cheap_parameters(name: str, height: int, width: int) -> dict[str, Any]:
-    """Overrides that make a costly method cheap on an image of height x width: few samples, masks, segments and
-    steps, and windows a quarter of the image side."""
-    window = [max(1, height // 4), max(1, width // 4)]
+    """Overrides that make a costly method cheap on an image of height x width and still run its whole code path:
+    few samples, masks, segments and steps, and windows half the image side (two by two, overlapping nothing)."""
+    window = [max(1, height // 2), max(1, width // 2)]
     few_samples = {"samples": 2}
     segments = {"n_segments": 8}
     sampled_segments = {**segments, "num_samples": 16}
@@ -51,7 +53,7 @@ def cheap_parameters(name: str, height: int, width: int) -> dict[str, Any]:
         "lime": sampled_segments,
         "occlusion": {"window": window, "stride": window},
         "prediction_difference": {"window": window, "stride": window, "num_samples": 2},
-        "rise": {"num_masks": 16},
+        "rise": {"num_masks": 8},
         "smoothgrad": few_samples,
         "smoothgrad_sq": few_samples,
         "vargrad": few_samples,
@@ -98,8 +100,10 @@ def try_method(
     overrides = cheap_parameters(support.name, *spatial_size(image.shape, model.signature.layout))
     outcome = replace(outcome, parameters=overrides)
     try:
+        builds = model.derived.builds
         first = _call(model, outcome, image, scores, settings)
-        if first.verdict == "stopped" or first.forward_passes > MAX_PASSES:
+        built = model.derived.builds != builds
+        if not built or first.verdict == "stopped" or first.forward_passes > MAX_PASSES:
             return first
         return _call(model, outcome, image, scores, settings)
     except Exception as error:  # any failure of a method metadata calls supported is what the check reports
@@ -110,10 +114,10 @@ def _call(
     model: LoadedModel, outcome: MethodOutcome, image: np.ndarray, scores: np.ndarray, settings: ServerSettings
 ) -> MethodOutcome:
     """One timed call: verdict "ok" when it ran to the end, "stopped" when _Stopper stopped it."""
-    stopper = _Stopper()
     method, params = resolve_method(outcome.name, outcome.parameters, model)
-    scorer = Scorer(model, [int(np.argmax(scores))], "raw", stopper.token)
-    started = time.perf_counter()
+    token = CancelToken()
+    scorer = Scorer(model, [int(np.argmax(scores))], "raw", token)
+    stopper = _Stopper(token, model.derived)
     try:
         run_method(method, params, image, scores, scorer, settings, progress=stopper)
     except Cancelled:
@@ -123,18 +127,25 @@ def _call(
     outcome = replace(outcome, forward_passes=passes.forward, backward_passes=passes.backward)
     if stopper.stopped:
         done, needed = stopper.passes
-        return replace(outcome, verdict="stopped", seconds=stopper.estimate(), stopped_after=done, passes_needed=needed)
-    return replace(outcome, verdict="ok", seconds=time.perf_counter() - started)
+        return replace(outcome, verdict="stopped", seconds=stopper.estimate, stopped_after=done, passes_needed=needed)
+    return replace(outcome, verdict="ok", seconds=time.perf_counter() - stopper.started)
 
 
 class _Stopper:
-    """A call's progress callback: stops a call of more than MAX_PASSES passes after its second batch, and
-    estimates the whole call's time from that batch. A method may run phases of passes (Score-CAM reads its layer
-    in one backward pass, then scores one masked image per channel): the batches of the current phase count."""
+    """A call's progress callback: stops a call of more than MAX_PASSES passes after its first batch that ran on
+    graphs already built, and estimates the whole call's time at that batch's pace. A batch runs from the previous
+    report (the call's start for the first) to its own; one during which a graph was built is not a pace, so the
+    call goes on to its next batch. A method may run phases of passes (Score-CAM reads its layer in one backward
+    pass, then scores one masked image per channel): the current phase's batches count, and its passes are the
+    whole call's estimate."""
 
-    def __init__(self) -> None:
-        self.token = CancelToken()
-        self.reports: list[tuple[float, Progress]] = []
+    def __init__(self, token: CancelToken, graphs: DerivedGraphs) -> None:
+        self.token = token
+        self.started = time.perf_counter()
+        self.estimate: float | None = None
+        self._graphs = graphs
+        self._last: Progress | None = None
+        self._since, self._builds = self.started, graphs.builds
 
     @property
     def stopped(self) -> bool:
@@ -143,18 +154,15 @@ class _Stopper:
     @property
     def passes(self) -> tuple[int, int]:
         """Passes done and passes the whole phase needs, as the method last reported them."""
-        last = self.reports[-1][1]
-        return last.passes_done, last.passes_total
-
-    def estimate(self) -> float:
-        """The whole phase's seconds at the pace of its last batch."""
-        (first, before), (second, after) = self.reports[-2:]
-        return (second - first) / (after.passes_done - before.passes_done) * after.passes_total
+        return self._last.passes_done, self._last.passes_total
 
     def __call__(self, progress: Progress) -> None:
-        if self.reports and self.reports[-1][1].passes_total != progress.passes_total:
-            self.reports.clear()
-        self.reports.append((time.perf_counter(), progress))
+        now, builds = time.perf_counter(), self._graphs.builds
+        same_phase = self._last is not None and self._last.passes_total == progress.passes_total
+        batch = progress.passes_done - (self._last.passes_done if same_phase else 0)
         unfinished = progress.passes_done < progress.passes_total
-        if len(self.reports) == 2 and unfinished and progress.passes_total > MAX_PASSES:
+        if builds == self._builds and unfinished and progress.passes_total > MAX_PASSES:
+            self.estimate = (now - self._since) / batch * progress.passes_total
             self.token.cancel()
+        self._last = progress
+        self._since, self._builds = now, builds

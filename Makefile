@@ -1,10 +1,14 @@
 # onnxplain: `make serve` runs the service on the embedded demo model; `make test` passes the tests.
-# Both create (or reuse) the virtual environment in .venv and install the two distributions into it.
+# Both create (or reuse) the virtual environment in .venv. Serving needs only the two distributions (install-serve);
+# the tests, lint, stubs and benchmarks also need pyproject.toml's test group (install), added to the same venv.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One stamp per layer, so either order works: `make test` after `make serve` adds the test group, and `make serve`
+# after `make test` finds the distributions already installed.
+SERVE_STAMP := $(VENV)/.installed-serve
+TEST_STAMP := $(VENV)/.installed-test
 PORT ?= 50051
 # The audit report is tested in Debian's Chromium (headless, driven by Playwright's Python package).
 CHROMIUM ?= /usr/bin/chromium
@@ -13,20 +17,27 @@ NPM ?= /usr/bin/npm
 NODE_MODULES := tests/node/node_modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint proto bench clean
+.PHONY: install-serve install serve test lint proto bench clean
 
-install: $(STAMP)
+install-serve: $(SERVE_STAMP)
 
-$(STAMP): pyproject.toml client/pyproject.toml server/pyproject.toml
+install: $(TEST_STAMP)
+
+$(SERVE_STAMP): client/pyproject.toml server/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install --quiet -e client -e server --group test
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e client -e server
+	touch $@
 
-serve: $(STAMP)
+# The distributions are named again so that pip resolves the test group together with their requirements.
+$(TEST_STAMP): $(SERVE_STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e client -e server --group test
+	touch $@
+
+serve: $(SERVE_STAMP)
 	$(BIN)/onnxplain serve --port $(PORT)
 
-test: $(STAMP) $(CHROMIUM) $(NODE_MODULES)
+test: $(TEST_STAMP) $(CHROMIUM) $(NODE_MODULES)
 	$(BIN)/python -m pytest
 
 $(CHROMIUM):
@@ -42,14 +53,14 @@ $(NPM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-proto: $(STAMP)
+proto: $(TEST_STAMP)
 	$(BIN)/python proto/generate.py
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
 
 clean:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.servers import RunningServer, start_server
+from support.servers import RunningServer, running
 
 from onnxplain.client import Client
 from onnxplain.server.demo import REPOSITORY
@@ -13,9 +13,8 @@ from onnxplain.server.demo import REPOSITORY
 
 @pytest.fixture(scope="session")
 def demo_server() -> Iterator[RunningServer]:
-    server = start_server(REPOSITORY)
-    yield server
-    assert server.stop() == 0, "".join(server.output)
+    with running(REPOSITORY) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

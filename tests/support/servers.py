@@ -101,3 +101,11 @@ def serving_client(repository: Path) -> Iterator:
             yield client
     finally:
         server.stop()
+
+
+@contextmanager
+def running(repository: Path, *extra: str) -> Iterator[RunningServer]:
+    """A server on the repository for the block; it must then stop cleanly (its output shows why not)."""
+    server = start_server(repository, *extra)
+    yield server
+    assert server.stop() == 0, "".join(server.output)

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support.servers import RunningServer, run_cli, start_server
+from support.servers import RunningServer, run_cli, running
 
 from onnxplain.server.demo import REPOSITORY, SAMPLES
 
@@ -160,9 +160,8 @@ def _corner_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 @pytest.fixture(scope="session")
 def audit_server() -> Iterator[RunningServer]:
-    server = start_server(REPOSITORY)
-    yield server
-    assert server.stop() == 0, "".join(server.output)
+    with running(REPOSITORY) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -312,7 +312,7 @@ def test_a_retry_while_the_abandoned_load_runs_is_refused_and_starts_no_thread(
             registry.load("never")
         assert str(refused.value) == (
             "model 'never' version 1 failed to load: the load abandoned earlier (past its time limit) is still "
-            "running and cannot be stopped; a new load of this version starts only once it ends"
+            "running; a new load of this version starts only once it ends"
         )
     assert load_threads("never") == [abandoned]
     status = registry.status("never", "1")
@@ -324,6 +324,34 @@ def test_a_retry_while_the_abandoned_load_runs_is_refused_and_starts_no_thread(
     assert not abandoned.is_alive()
     assert registry.load("never").state == "ready"
     registry.get("never")
+
+
+def test_an_abandoned_session_creation_is_cancelled_and_its_thread_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A creation that would go on for ever (one session after another, until ONNX Runtime refuses one) stops once
+    the load is abandoned: the loader sets the load cancellation flag on the options it gave the session."""
+    write_model(tmp_path, "never", identity_classifier())
+    create = loader.ModelSession
+    cancelled: list[Exception] = []
+
+    def endless(path: Path, **options):
+        while True:
+            try:
+                create(path, **options)
+            except Exception as error:  # ONNX Runtime's MODEL_LOAD_CANCELED
+                cancelled.append(error)
+                raise
+
+    monkeypatch.setattr(loader, "ModelSession", endless)
+    settings = ServerSettings(model_repository=tmp_path, model_load_timeout_s=0.5)
+    registry = ModelRegistry(tmp_path, lambda source: load_model(source, settings))
+    (status,) = registry.load_latest_versions()
+    assert "it was abandoned" in status.reason
+    (abandoned,) = load_threads("never")
+    abandoned.join(WAIT_SECONDS)
+    assert not abandoned.is_alive()
+    assert "cancel" in str(cancelled[0]).lower()
 
 
 def test_a_slow_model_does_not_hold_back_the_others(tmp_path: Path, blocked_sessions: threading.Event) -> None:

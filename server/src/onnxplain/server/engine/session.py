@@ -256,8 +256,11 @@ class ModelSession(FixedBatchRuns):
         output_name: str,
         fixed_batch: int | None,
         scheduler: RunScheduler | None = None,
+        options: ort.SessionOptions | None = None,
     ) -> None:
-        self._session = create_session(model_path, session_options(threads), list(providers))
+        """`options`: the session's options when the caller keeps them (the loader, to cancel a creation that
+        overruns its time limit); by default session_options(threads)."""
+        self._session = create_session(model_path, options or session_options(threads), list(providers))
         self.scheduler = scheduler
         # A CUDA session's activations live on the device: its CPU arena holds only the feeds' copies.
         self._releases_arena = first_provider(providers) == CPU

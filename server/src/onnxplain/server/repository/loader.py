@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from onnxplain.server.engine.admission import ExplanationSlots
 from onnxplain.server.engine.backward.support import support_problems
@@ -18,7 +20,7 @@ from onnxplain.server.engine.batching import default_max_batch
 from onnxplain.server.engine.derived import DerivedGraphs
 from onnxplain.server.engine.providers import choose_providers
 from onnxplain.server.engine.scheduler import BatchingPolicy, RunScheduler
-from onnxplain.server.engine.session import ModelSession
+from onnxplain.server.engine.session import ModelSession, session_options
 from onnxplain.server.imaging.preprocess import target_size
 from onnxplain.server.imaging.spec import FLOAT_INPUT_SCALE, PreprocessingSpec
 from onnxplain.server.observability.metrics import batch_observer
@@ -42,15 +44,19 @@ def load_model(source: ModelSource, settings: ServerSettings) -> LoadedModel:
     The config is read first (its reading is bounded: repository/config.py); the rest runs on a daemon thread within
     the model's load time limit. A load that overruns (session creation or shape inference that does not end) is
     abandoned: the model is unavailable with the reason while the others serve, the thread finishes on its own and
-    its result is dropped, and being a daemon it never keeps the process from exiting. A thread cannot be stopped,
-    so until it ends a new load of the same version is refused: retries would otherwise pile threads up."""
+    its result is dropped, and being a daemon it never keeps the process from exiting. Its session creation is
+    cancelled (ONNX Runtime's load cancellation flag); shape inference cannot be, so until the thread ends a new load
+    of the same version is refused: retries would otherwise pile threads up."""
     _refuse_beside_an_abandoned_load(source)
     try:
         config = read_model_config(source.model_dir)
     except Exception as error:
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
     seconds, setting = load_time_limit(config, settings)
-    return _within(seconds, setting, lambda: _load(source, config, settings), source)
+    options = session_options(settings.intra_op_threads)
+    # An abandoned load's session creation stops at ONNX Runtime's next check of the flag, ending its thread.
+    cancel = functools.partial(options.set_load_cancellation_flag, True)
+    return _within(seconds, setting, lambda: _load(source, config, settings, options), source, cancel)
 
 
 def load_time_limit(config: ModelConfig, settings: ServerSettings) -> tuple[float, str]:
@@ -68,12 +74,14 @@ def _refuse_beside_an_abandoned_load(source: ModelSource) -> None:
             return
     if thread is not None:
         raise ModelLoadError(
-            "the load abandoned earlier (past its time limit) is still running and cannot be stopped; "
+            "the load abandoned earlier (past its time limit) is still running; "
             "a new load of this version starts only once it ends"
         )
 
 
-def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], source: ModelSource) -> LoadedModel:
+def _within(
+    seconds: float, setting: str, load: Callable[[], LoadedModel], source: ModelSource, cancel: Callable[[], None]
+) -> LoadedModel:
     outcome: Future[LoadedModel] = Future()
 
     def run() -> None:
@@ -88,12 +96,15 @@ def _within(seconds: float, setting: str, load: Callable[[], LoadedModel], sourc
     try:
         return outcome.result(timeout=seconds)
     except FutureTimeout:
+        cancel()
         with _abandoned_loads_lock:
             _abandoned_loads[source.path] = thread
         raise ModelLoadError(f"load did not finish within {seconds:g} s ({setting}); it was abandoned") from None
 
 
-def _load(source: ModelSource, config: ModelConfig, settings: ServerSettings) -> LoadedModel:
+def _load(
+    source: ModelSource, config: ModelConfig, settings: ServerSettings, options: ort.SessionOptions
+) -> LoadedModel:
     try:
         graph = _read_graph(source.path, settings)
         signature = read_signature(
@@ -112,6 +123,7 @@ def _load(source: ModelSource, config: ModelConfig, settings: ServerSettings) ->
             output_name=signature.output.name,
             fixed_batch=signature.fixed_batch,
             scheduler=scheduler,
+            options=options,
         )
         signature = _warm_up(session, signature, config)
         num_classes = signature.num_classes

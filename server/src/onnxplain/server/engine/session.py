@@ -300,7 +300,9 @@ class ModelSession(FixedBatchRuns):
         mergeable = self.fixed_batch is None
         large = self._releases_arena and _is_large_run(list(feed.values()))
         if large and token is not None:
-            token.at_end(id(self._session), functools.partial(self._release_arena, feed[self.input_name][:1]))
+            # A copy of one image: a view would keep the whole batch alive until the request ends.
+            image = feed[self.input_name][:1].copy()
+            token.at_end(id(self._session), functools.partial(self._release_arena, image))
         (output,) = run_guarded(
             self._session,
             [self.output_name],
